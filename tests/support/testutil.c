@@ -1,0 +1,252 @@
+/* Test support: see testutil.h. Blocking calls are fine here: this is the
+ * test process, not the agent's loop. */
+#include "testutil.h"
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+double test_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double mono_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+bool test_wait_for(bool (*cond)(void *), void *arg, double timeout) {
+  double end = mono_now() + timeout;
+  for (;;) {
+    if (cond(arg)) return true;
+    if (mono_now() > end) return false;
+    sleep_ms(5);
+  }
+}
+
+int test_free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  cr_assert(fd >= 0, "socket: %s", strerror(errno));
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  cr_assert(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
+  socklen_t len = sizeof(a);
+  cr_assert(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+static bool redis_answers(void *arg) {
+  test_redis_t *t = arg;
+  struct timeval tv = {0, 200000};
+  redisContext *c = redisConnectWithTimeout("127.0.0.1", t->port, tv);
+  if (c == NULL) return false;
+  bool ok = false;
+  if (!c->err) {
+    redisReply *r = redisCommand(c, "PING");
+    ok = r != NULL && r->type == REDIS_REPLY_STATUS;
+    if (r) freeReplyObject(r);
+  }
+  if (ok) {
+    if (t->ctx) redisFree(t->ctx);
+    t->ctx = c;
+  } else {
+    redisFree(c);
+  }
+  return ok;
+}
+
+static pid_t spawn_redis(test_redis_t *t) {
+  char port[16], log[128];
+  snprintf(port, sizeof(port), "%d", t->port);
+  snprintf(log, sizeof(log), "%s/redis.log", t->dir);
+  pid_t pid = fork();
+  cr_assert(pid >= 0);
+  if (pid == 0) {
+    execl(REDIS_SERVER_BIN, REDIS_SERVER_BIN, "--port", port, "--bind",
+          "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t->dir,
+          "--logfile", log, "--daemonize", "no", (char *)NULL);
+    _exit(127);
+  }
+  return pid;
+}
+
+void test_redis_restart(test_redis_t *t) {
+  t->pid = spawn_redis(t);
+  if (!test_wait_for(redis_answers, t, 5.0)) {
+    test_redis_kill(t);
+    cr_assert_fail("redis-server did not answer on port %d (log in %s)", t->port,
+             t->dir);
+  }
+}
+
+void test_redis_start(test_redis_t *t) {
+  if (t->dir[0] == '\0') {
+    snprintf(t->dir, sizeof(t->dir), "/tmp/scalekiq-test-XXXXXX");
+    cr_assert(mkdtemp(t->dir) != NULL);
+  }
+  bool fixed = t->port != 0;
+  for (int attempt = 0; attempt < 5; attempt++) {
+    if (!fixed) t->port = test_free_port();
+    t->pid = spawn_redis(t);
+    if (test_wait_for(redis_answers, t, 5.0)) {
+      snprintf(t->url, sizeof(t->url), "redis://127.0.0.1:%d/0", t->port);
+      return;
+    }
+    test_redis_kill(t); /* port taken in the meantime: try another */
+    if (fixed) break;
+  }
+  cr_assert_fail("could not start redis-server (log in %s)", t->dir);
+}
+
+void test_redis_kill(test_redis_t *t) {
+  if (t->ctx) {
+    redisFree(t->ctx);
+    t->ctx = NULL;
+  }
+  if (t->pid > 0) {
+    kill(t->pid, SIGKILL);
+    waitpid(t->pid, NULL, 0);
+    t->pid = 0;
+  }
+}
+
+void test_redis_stop(test_redis_t *t) {
+  test_redis_kill(t);
+  if (t->dir[0]) {
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", t->dir);
+    if (system(cmd) != 0) { /* leftover temp files only */
+    }
+    t->dir[0] = '\0';
+  }
+}
+
+static redisReply *vcmd(test_redis_t *t, const char *fmt, va_list ap) {
+  cr_assert(t->ctx != NULL, "no test connection to redis");
+  redisReply *r = redisvCommand(t->ctx, fmt, ap);
+  cr_assert(r != NULL, "redis command failed: %s", t->ctx->errstr);
+  cr_assert(r->type != REDIS_REPLY_ERROR, "redis error: %s", r->str);
+  return r;
+}
+
+redisReply *test_redis_cmd(test_redis_t *t, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  redisReply *r = vcmd(t, fmt, ap);
+  va_end(ap);
+  return r;
+}
+
+void test_redis_cmd_free(test_redis_t *t, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  freeReplyObject(vcmd(t, fmt, ap));
+  va_end(ap);
+}
+
+void test_push_job(test_redis_t *t, const char *ns, const char *queue,
+                   const char *json) {
+  char qset[256], qkey[256];
+  snprintf(qset, sizeof(qset), "%s%squeues", ns ? ns : "", ns ? ":" : "");
+  snprintf(qkey, sizeof(qkey), "%s%squeue:%s", ns ? ns : "", ns ? ":" : "",
+           queue);
+  test_redis_cmd_free(t, "SADD %s %s", qset, queue);
+  test_redis_cmd_free(t, "LPUSH %s %s", qkey, json);
+}
+
+/* Reads both pipes until the child exits and the pipes close. */
+static void collect(int ofd, int efd, pid_t pid, double timeout, char **out,
+                    char **err, int *killed) {
+  char *bufs[2] = {NULL, NULL};
+  size_t lens[2] = {0, 0}, caps[2] = {0, 0};
+  int fds[2] = {ofd, efd};
+  double end = mono_now() + timeout;
+  *killed = 0;
+  while (fds[0] >= 0 || fds[1] >= 0) {
+    struct pollfd p[2];
+    int n = 0;
+    for (int i = 0; i < 2; i++)
+      if (fds[i] >= 0) p[n++] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+    double left = end - mono_now();
+    if (left <= 0 && !*killed) {
+      kill(pid, SIGKILL);
+      *killed = 1;
+    }
+    poll(p, (nfds_t)n, left > 0 ? (int)(left * 1000) + 1 : 100);
+    for (int j = 0; j < n; j++) {
+      if (!(p[j].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      int i = p[j].fd == fds[0] ? 0 : 1;
+      if (caps[i] - lens[i] < 4096) {
+        caps[i] = caps[i] ? caps[i] * 2 : 8192;
+        bufs[i] = realloc(bufs[i], caps[i]);
+        cr_assert(bufs[i] != NULL);
+      }
+      ssize_t got = read(fds[i], bufs[i] + lens[i], caps[i] - lens[i] - 1);
+      if (got <= 0) {
+        close(fds[i]);
+        fds[i] = -1;
+      } else {
+        lens[i] += (size_t)got;
+      }
+    }
+  }
+  for (int i = 0; i < 2; i++) {
+    if (bufs[i] == NULL) bufs[i] = malloc(1);
+    bufs[i][lens[i]] = '\0';
+  }
+  if (out) *out = bufs[0]; else free(bufs[0]);
+  if (err) *err = bufs[1]; else free(bufs[1]);
+}
+
+int test_run(const char *const *argv, const char *const *env, double timeout,
+             char **out, char **err) {
+  int op[2], ep[2];
+  cr_assert(pipe(op) == 0 && pipe(ep) == 0);
+  pid_t pid = fork();
+  cr_assert(pid >= 0);
+  if (pid == 0) {
+    dup2(op[1], 1);
+    dup2(ep[1], 2);
+    close(op[0]);
+    close(ep[0]);
+    close(op[1]);
+    close(ep[1]);
+    for (size_t i = 0; env && env[i]; i++) putenv((char *)env[i]);
+    execv(argv[0], (char *const *)argv);
+    fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+    _exit(127);
+  }
+  close(op[1]);
+  close(ep[1]);
+  int killed;
+  collect(op[0], ep[0], pid, timeout, out, err, &killed);
+  int status;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (killed) return -1;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 128 + WTERMSIG(status);
+}
