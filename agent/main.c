@@ -1,3 +1,72 @@
+/* scalekiq: dispatch to a subcommand. */
 #include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
 #include "version.h"
-int main(void) { printf("scalekiq %s\n", SCALEKIQ_VERSION); return 0; }
+
+extern char **environ;
+
+static const char usage[] =
+    "usage: scalekiq COMMAND [--setting value ...]\n"
+    "\n"
+    "Autoscales a Sidekiq app's Heroku formation on queue latency.\n"
+    "\n"
+    "commands:\n"
+    "  queues [--json]    every Sidekiq queue with its size and latency, and\n"
+    "                     the pool usage (one-shot; needs no running agent)\n"
+    "  --version          print the version\n"
+    "  --help             this text\n"
+    "\n"
+    "Settings come from the environment (SCALEKIQ_REDIS_URL, REDIS_URL,\n"
+    "SCALEKIQ_POLL_INTERVAL, ...); a flag named after one overrides it:\n"
+    "SCALEKIQ_REDIS_URL -> --redis-url. See the README for every setting.\n";
+
+int cli_take_flag(int *argc, char **argv, const char *name) {
+  int found = 0, o = 0;
+  for (int i = 0; i < *argc; i++) {
+    if (strcmp(argv[i], "--") == 0) { /* the rest is not ours */
+      while (i < *argc) argv[o++] = argv[i++];
+      break;
+    }
+    if (strcmp(argv[i], name) == 0) found = 1;
+    else argv[o++] = argv[i];
+  }
+  *argc = o;
+  return found;
+}
+
+int cli_load_config(config_t *cfg, log_t *log, int argc, char **argv,
+                    int need_heroku, int *consumed) {
+  char err[512];
+  if (config_load(cfg, environ, argc, argv, need_heroku, consumed, err,
+                  sizeof(err)) != 0) {
+    fprintf(stderr, "scalekiq: %s\n", err);
+    return EXIT_USAGE;
+  }
+  log_init(log, stderr, cfg->log_level);
+  log_add_secret(log, cfg->redis.password);
+  log_add_secret(log, cfg->heroku_api_key);
+  return EXIT_OK;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fputs(usage, stderr);
+    return EXIT_USAGE;
+  }
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+    printf("scalekiq %s\n", SCALEKIQ_VERSION);
+    return EXIT_OK;
+  }
+  if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 ||
+      strcmp(cmd, "help") == 0) {
+    fputs(usage, stdout);
+    return EXIT_OK;
+  }
+  if (strcmp(cmd, "queues") == 0) return cmd_queues(argc - 2, argv + 2);
+  fprintf(stderr, "scalekiq: unknown command '%s'; see scalekiq --help\n", cmd);
+  return EXIT_USAGE;
+}

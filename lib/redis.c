@@ -1,0 +1,820 @@
+/*
+ * redis: owns the connection to Redis: URL parsing, name resolution, the
+ * libuv stream, the handshake (AUTH, SELECT), the request queue with its
+ * deadlines, and reconnecting. hiredis only formats and parses.
+ *
+ * Requests are kept in one FIFO in the order they were (or will be)
+ * written, so replies are matched to them by counting. A connection is a
+ * separate heap object because a libuv handle cannot be reused after
+ * uv_close(): a dropped connection is marked dead and freed by its close
+ * callback, while the client moves on to the next attempt.
+ */
+#include "redis.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define READ_CHUNK 65536
+
+struct redis_req {
+  redis_req_t *next;
+  char *buf; /* formatted commands; freed once written */
+  size_t len;
+  size_t ncmds;
+  size_t ngot;
+  redisReply **replies;
+  redis_reply_cb cb;
+  void *data;
+  uint64_t deadline; /* uv_now() ms */
+  int written;
+  int handshake; /* AUTH/SELECT of the connection, not a caller's request */
+};
+
+struct redis_conn {
+  redis_t *r; /* NULL once dropped: callbacks then only clean up */
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } h;
+  uv_connect_t connect_req;
+  uv_getaddrinfo_t resolve_req;
+  int resolving; /* resolve_req in flight */
+  int stream_open;
+  redisReader *reader;
+  char rbuf[READ_CHUNK];
+};
+
+typedef struct write_req {
+  uv_write_t req;
+  redis_conn_t *conn;
+  char *buf;
+} write_req_t;
+
+static void conn_drop(redis_t *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void start_attempt(redis_t *r);
+static void arm_deadline(redis_t *r);
+
+const char *redis_strerror(int code) {
+  switch (code) {
+  case 0: return "ok";
+  case REDIS_E_INVALID: return "invalid argument";
+  case REDIS_E_NOMEM: return "out of memory";
+  case REDIS_E_NOTCONN: return "not connected to Redis";
+  case REDIS_E_TIMEOUT: return "Redis request timed out";
+  case REDIS_E_IO: return "Redis connection error";
+  case REDIS_E_PROTOCOL: return "Redis protocol error";
+  case REDIS_E_CLOSED: return "Redis client closed";
+  case REDIS_E_AUTH: return "Redis refused AUTH or SELECT";
+  case REDIS_E_UNSUPPORTED: return "not supported";
+  default: return "unknown error";
+  }
+}
+
+/* ---- URLs ---------------------------------------------------------- */
+
+static int hexval(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  c = tolower(c);
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+/* Percent-decodes src[0..len) into dst; fails on a bad escape, a NUL or
+ * overflow. */
+static int pct_decode(char *dst, size_t size, const char *src, size_t len) {
+  size_t o = 0;
+  for (size_t i = 0; i < len; i++) {
+    int c = (unsigned char)src[i];
+    if (c == '%') {
+      int hi, lo;
+      if (i + 2 >= len) return -1;
+      hi = hexval((unsigned char)src[i + 1]);
+      lo = hexval((unsigned char)src[i + 2]);
+      if (hi < 0 || lo < 0) return -1;
+      c = hi * 16 + lo;
+      if (c == 0) return -1;
+      i += 2;
+    }
+    if (o + 1 >= size) return -1;
+    dst[o++] = (char)c;
+  }
+  dst[o] = '\0';
+  return 0;
+}
+
+static int parse_int(const char *s, size_t len, long min, long max, int *out) {
+  if (len == 0 || len > 10) return -1;
+  long v = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (!isdigit((unsigned char)s[i])) return -1;
+    v = v * 10 + (s[i] - '0');
+  }
+  if (v < min || v > max) return -1;
+  *out = (int)v;
+  return 0;
+}
+
+#define URL_FAIL(...)                                                          \
+  do {                                                                         \
+    if (err) snprintf(err, errlen, __VA_ARGS__);                               \
+    return REDIS_E_INVALID;                                                    \
+  } while (0)
+
+static int parse_unix(const char *rest, redis_url_t *u, char *err,
+                      size_t errlen) {
+  const char *q = strchr(rest, '?');
+  size_t plen = q ? (size_t)(q - rest) : strlen(rest);
+  if (plen == 0 || rest[0] != '/')
+    URL_FAIL("unix URL needs an absolute socket path, as unix:///run/redis.sock");
+  if (plen >= sizeof(u->path))
+    URL_FAIL("unix socket path is longer than %zu bytes", sizeof(u->path) - 1);
+  memcpy(u->path, rest, plen);
+  u->path[plen] = '\0';
+  if (q) {
+    if (strncmp(q, "?db=", 4) != 0 ||
+        parse_int(q + 4, strlen(q + 4), 0, 1000000, &u->db) != 0)
+      URL_FAIL("unix URL accepts only ?db=N with N a database number");
+  }
+  return 0;
+}
+
+int redis_url_parse(const char *url, redis_url_t *u, char *err, size_t errlen) {
+  memset(u, 0, sizeof(*u));
+  u->port = 6379;
+  if (url == NULL || url[0] == '\0') URL_FAIL("Redis URL is empty");
+  const char *rest;
+  if (strncmp(url, "redis://", 8) == 0) {
+    rest = url + 8;
+  } else if (strncmp(url, "rediss://", 9) == 0) {
+    rest = url + 9;
+    u->tls = 1;
+  } else if (strncmp(url, "unix://", 7) == 0) {
+    u->transport = REDIS_TRANSPORT_UNIX;
+    return parse_unix(url + 7, u, err, errlen);
+  } else {
+    URL_FAIL("Redis URL must start with redis://, rediss:// or unix://");
+  }
+
+  /* userinfo: the last '@' before the path, since a password may hold '@'
+   * only percent-encoded but some providers do not encode it. */
+  const char *path = strchr(rest, '/');
+  const char *end = path ? path : rest + strlen(rest);
+  const char *at = NULL;
+  for (const char *p = rest; p < end; p++)
+    if (*p == '@') at = p;
+  const char *hostpart = rest;
+  if (at) {
+    const char *colon = memchr(rest, ':', (size_t)(at - rest));
+    size_t ulen = colon ? (size_t)(colon - rest) : (size_t)(at - rest);
+    if (pct_decode(u->username, sizeof(u->username), rest, ulen) != 0)
+      URL_FAIL("Redis URL has a malformed or too long user name");
+    if (colon) {
+      if (pct_decode(u->password, sizeof(u->password), colon + 1,
+                     (size_t)(at - colon - 1)) != 0)
+        URL_FAIL("Redis URL has a malformed or too long password");
+    } else {
+      /* redis://secret@host: a lone userinfo is the password, as in
+       * redis-cli and most clients. */
+      memcpy(u->password, u->username, sizeof(u->password) < sizeof(u->username)
+                                           ? sizeof(u->password)
+                                           : sizeof(u->username));
+      u->username[0] = '\0';
+    }
+    hostpart = at + 1;
+  }
+
+  const char *portp = NULL;
+  size_t hlen;
+  if (hostpart[0] == '[') {
+    const char *close = memchr(hostpart, ']', (size_t)(end - hostpart));
+    if (close == NULL) URL_FAIL("Redis URL has an unclosed '[' in its host");
+    hlen = (size_t)(close - hostpart - 1);
+    if (hlen == 0 || hlen >= sizeof(u->host))
+      URL_FAIL("Redis URL has a bad IPv6 host");
+    memcpy(u->host, hostpart + 1, hlen);
+    if (close + 1 < end) {
+      if (close[1] != ':') URL_FAIL("Redis URL has junk after ']'");
+      portp = close + 2;
+    }
+  } else {
+    const char *colon = memchr(hostpart, ':', (size_t)(end - hostpart));
+    hlen = colon ? (size_t)(colon - hostpart) : (size_t)(end - hostpart);
+    if (hlen >= sizeof(u->host)) URL_FAIL("Redis URL host name is too long");
+    memcpy(u->host, hostpart, hlen);
+    if (colon) portp = colon + 1;
+  }
+  u->host[hlen] = '\0';
+  if (u->host[0] == '\0') URL_FAIL("Redis URL has no host");
+  for (const char *p = u->host; *p; p++)
+    if (!(isalnum((unsigned char)*p) || *p == '.' || *p == '-' || *p == '_' ||
+          *p == ':'))
+      URL_FAIL("Redis URL host has an invalid character");
+  if (portp && parse_int(portp, (size_t)(end - portp), 1, 65535, &u->port) != 0)
+    URL_FAIL("Redis URL port must be a number from 1 to 65535");
+  if (path && path[1] != '\0' &&
+      parse_int(path + 1, strlen(path + 1), 0, 1000000, &u->db) != 0)
+    URL_FAIL("Redis URL path must be a database number, as /0");
+  return 0;
+}
+
+void redis_url_redacted(const redis_url_t *u, char *buf, size_t size) {
+  if (u->transport == REDIS_TRANSPORT_UNIX) {
+    if (u->db)
+      snprintf(buf, size, "unix://%s?db=%d", u->path, u->db);
+    else
+      snprintf(buf, size, "unix://%s", u->path);
+    return;
+  }
+  int v6 = strchr(u->host, ':') != NULL;
+  int userinfo = u->username[0] || u->password[0];
+  snprintf(buf, size, "%s://%s%s%s%s%s%s:%d/%d", u->tls ? "rediss" : "redis",
+           u->username, u->password[0] ? ":***" : "", userinfo ? "@" : "",
+           v6 ? "[" : "", u->host, v6 ? "]" : "", u->port, u->db);
+}
+
+/* ---- pipelines ----------------------------------------------------- */
+
+void redis_pipeline_init(redis_pipeline_t *p) { memset(p, 0, sizeof(*p)); }
+
+void redis_pipeline_reset(redis_pipeline_t *p) {
+  free(p->buf);
+  redis_pipeline_init(p);
+}
+
+static int pipeline_add(redis_pipeline_t *p, char *cmd, int len) {
+  if (len < 0 || cmd == NULL) {
+    p->failed = 1;
+    return REDIS_E_NOMEM;
+  }
+  if (p->len + (size_t)len > p->cap) {
+    size_t cap = p->cap ? p->cap : 256;
+    while (cap < p->len + (size_t)len) cap *= 2;
+    char *nb = realloc(p->buf, cap);
+    if (nb == NULL) {
+      free(cmd);
+      p->failed = 1;
+      return REDIS_E_NOMEM;
+    }
+    p->buf = nb;
+    p->cap = cap;
+  }
+  memcpy(p->buf + p->len, cmd, (size_t)len);
+  p->len += (size_t)len;
+  p->ncmds++;
+  free(cmd);
+  return 0;
+}
+
+int redis_pipeline_appendf(redis_pipeline_t *p, const char *fmt, ...) {
+  char *cmd = NULL;
+  va_list ap;
+  va_start(ap, fmt);
+  int len = redisvFormatCommand(&cmd, fmt, ap);
+  va_end(ap);
+  return pipeline_add(p, cmd, len);
+}
+
+int redis_pipeline_append_argv(redis_pipeline_t *p, int argc,
+                               const char **argv, const size_t *argvlen) {
+  char *cmd = NULL;
+  int len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+  return pipeline_add(p, cmd, len);
+}
+
+/* ---- request queue ------------------------------------------------- */
+
+static void req_free(redis_req_t *req) {
+  if (req->replies)
+    for (size_t i = 0; i < req->ngot; i++) freeReplyObject(req->replies[i]);
+  free(req->replies);
+  free(req->buf);
+  free(req);
+}
+
+static void queue_push(redis_t *r, redis_req_t *req, int front) {
+  if (front) {
+    req->next = r->head;
+    r->head = req;
+    if (r->tail == NULL) r->tail = req;
+  } else {
+    req->next = NULL;
+    if (r->tail) r->tail->next = req;
+    else r->head = req;
+    r->tail = req;
+  }
+}
+
+static redis_req_t *queue_pop(redis_t *r) {
+  redis_req_t *req = r->head;
+  if (req) {
+    r->head = req->next;
+    if (r->head == NULL) r->tail = NULL;
+  }
+  return req;
+}
+
+/* Fails a detached list of requests. */
+static void fail_list(redis_t *r, redis_req_t *req, int status) {
+  while (req) {
+    redis_req_t *next = req->next;
+    if (req->cb) req->cb(r, status, NULL, 0, req->data);
+    req_free(req);
+    req = next;
+  }
+}
+
+/* Detaches the whole queue first: a callback that sends again must not
+ * see, or be failed with, the requests of the connection that is gone. */
+static redis_req_t *queue_take_all(redis_t *r) {
+  redis_req_t *all = r->head;
+  r->head = r->tail = NULL;
+  return all;
+}
+
+/* ---- connection ---------------------------------------------------- */
+
+static void set_state(redis_t *r, enum redis_state state, int status,
+                      const char *detail) {
+  r->state = state;
+  if (r->opts.on_state) r->opts.on_state(r, state, status, detail, r->opts.data);
+}
+
+static void handle_closed(uv_handle_t *h) {
+  redis_t *r = h->data;
+  if (--r->handles_open == 0 && r->closing && r->close_cb) r->close_cb(r);
+}
+
+static void conn_stream_closed(uv_handle_t *h) {
+  redis_conn_t *c = h->data;
+  c->stream_open = 0;
+  if (!c->resolving) {
+    if (c->reader) redisReaderFree(c->reader);
+    free(c);
+  }
+}
+
+/* Detaches c from its client and closes what it holds; freed once libuv
+ * is done with it. */
+static void conn_release(redis_conn_t *c) {
+  c->r = NULL;
+  if (c->stream_open) {
+    if (!uv_is_closing(&c->h.handle)) uv_close(&c->h.handle, conn_stream_closed);
+  } else if (c->resolving) {
+    uv_cancel((uv_req_t *)&c->resolve_req);
+  } else {
+    if (c->reader) redisReaderFree(c->reader);
+    free(c);
+  }
+}
+
+static uint64_t next_random(redis_t *r) {
+  r->rng ^= r->rng >> 12;
+  r->rng ^= r->rng << 25;
+  r->rng ^= r->rng >> 27;
+  return r->rng * 0x2545F4914F6CDD1DULL;
+}
+
+/* Full backoff: base * 2^attempts capped, then a random point in its
+ * upper half, so agents that lost Redis together do not return together. */
+static uint64_t backoff_ms(redis_t *r) {
+  double d = r->opts.backoff_min;
+  for (unsigned i = 1; i < r->attempts && d < r->opts.backoff_max; i++) d *= 2;
+  if (d > r->opts.backoff_max) d = r->opts.backoff_max;
+  uint64_t ms = (uint64_t)(d * 1000.0);
+  if (ms < 2) return ms + 1;
+  return ms / 2 + next_random(r) % (ms / 2 + 1);
+}
+
+static void retry_cb(uv_timer_t *t) {
+  redis_t *r = t->data;
+  start_attempt(r);
+}
+
+static void conn_drop(redis_t *r, int status, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(r->err, sizeof(r->err), fmt, ap);
+  va_end(ap);
+  if (r->conn) {
+    conn_release(r->conn);
+    r->conn = NULL;
+  }
+  r->stats.drops++;
+  r->attempts++;
+  uv_timer_stop(&r->deadline_timer);
+  redis_req_t *pending = queue_take_all(r);
+  set_state(r, REDIS_STATE_DISCONNECTED, status, r->err);
+  fail_list(r, pending, status);
+  /* A callback may have reconnected or closed the client already. */
+  if (r->closing || r->state != REDIS_STATE_DISCONNECTED || !r->opts.reconnect)
+    return;
+  uint64_t delay = backoff_ms(r);
+  log_event(r->opts.log, LOG_DEBUG, "redis_reconnect", "in_ms=%llu attempt=%u",
+            (unsigned long long)delay, r->attempts);
+  uv_timer_start(&r->retry_timer, retry_cb, delay, 0);
+}
+
+static void write_done(uv_write_t *w, int status) {
+  write_req_t *wr = (write_req_t *)w;
+  redis_conn_t *c = wr->conn;
+  free(wr->buf);
+  free(wr);
+  if (status < 0 && c->r)
+    conn_drop(c->r, REDIS_E_IO, "write to Redis failed: %s", uv_strerror(status));
+}
+
+/* Writes every queued request that is not written yet, as one write. */
+static void flush_queue(redis_t *r, int handshake_only) {
+  redis_conn_t *c = r->conn;
+  size_t total = 0, ncmds = 0;
+  for (redis_req_t *q = r->head; q; q = q->next)
+    if (!q->written && (!handshake_only || q->handshake)) total += q->len;
+  if (total == 0) return;
+  write_req_t *wr = malloc(sizeof(*wr));
+  char *buf = malloc(total);
+  if (wr == NULL || buf == NULL) {
+    free(wr);
+    free(buf);
+    conn_drop(r, REDIS_E_NOMEM, "out of memory writing to Redis");
+    return;
+  }
+  size_t off = 0;
+  for (redis_req_t *q = r->head; q; q = q->next) {
+    if (q->written || (handshake_only && !q->handshake)) continue;
+    memcpy(buf + off, q->buf, q->len);
+    off += q->len;
+    ncmds += q->ncmds;
+    free(q->buf);
+    q->buf = NULL;
+    q->written = 1;
+  }
+  wr->conn = c;
+  wr->buf = buf;
+  uv_buf_t b = uv_buf_init(buf, (unsigned)total);
+  int rc = uv_write(&wr->req, &c->h.stream, &b, 1, write_done);
+  if (rc < 0) {
+    free(buf);
+    free(wr);
+    conn_drop(r, REDIS_E_IO, "write to Redis failed: %s", uv_strerror(rc));
+    return;
+  }
+  r->stats.writes++;
+  r->stats.commands += ncmds;
+}
+
+static void became_ready(redis_t *r) {
+  r->attempts = 0;
+  r->stats.connects++;
+  set_state(r, REDIS_STATE_READY, 0, NULL);
+  if (r->state == REDIS_STATE_READY) flush_queue(r, 0);
+  arm_deadline(r);
+}
+
+static void handshake_done(redis_t *r, int status, redisReply **replies,
+                           size_t n, void *data) {
+  (void)data;
+  if (status < 0) return; /* the drop already reported why */
+  for (size_t i = 0; i < n; i++) {
+    if (replies[i]->type == REDIS_REPLY_ERROR) {
+      /* The server's text (e.g. WRONGPASS) never holds the password. */
+      conn_drop(r, REDIS_E_AUTH, "Redis refused the connection setup: %s",
+                replies[i]->str);
+      return;
+    }
+  }
+  became_ready(r);
+}
+
+static int reply_is_complete(redis_req_t *req) { return req->ngot == req->ncmds; }
+
+static void dispatch_reply(redis_t *r, redisReply *reply) {
+  redis_req_t *req = r->head;
+  if (req == NULL || !req->written) {
+    freeReplyObject(reply);
+    conn_drop(r, REDIS_E_PROTOCOL, "Redis sent a reply nobody asked for");
+    return;
+  }
+  req->replies[req->ngot++] = reply;
+  r->stats.replies++;
+  if (!reply_is_complete(req)) return;
+  queue_pop(r);
+  if (req->cb) req->cb(r, 0, req->replies, req->ngot, req->data);
+  req_free(req);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  (void)hint;
+  redis_conn_t *c = h->data;
+  *buf = uv_buf_init(c->rbuf, sizeof(c->rbuf));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  redis_conn_t *c = s->data;
+  redis_t *r = c->r;
+  if (r == NULL || nread == 0) return;
+  if (nread < 0) {
+    conn_drop(r, REDIS_E_IO, "Redis connection lost: %s",
+              nread == UV_EOF ? "closed by the server" : uv_strerror((int)nread));
+    return;
+  }
+  if (redisReaderFeed(c->reader, buf->base, (size_t)nread) != REDIS_OK) {
+    conn_drop(r, REDIS_E_PROTOCOL, "Redis protocol error: %s", c->reader->errstr);
+    return;
+  }
+  /* A callback may close the client or drop the connection: stop as soon
+   * as this connection is no longer the current one. */
+  while (r->conn == c) {
+    void *reply = NULL;
+    if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
+      conn_drop(r, REDIS_E_PROTOCOL, "Redis protocol error: %s",
+                c->reader->errstr);
+      return;
+    }
+    if (reply == NULL) break;
+    dispatch_reply(r, reply);
+  }
+  if (r->conn == c) arm_deadline(r);
+}
+
+static int queue_handshake(redis_t *r) {
+  redis_pipeline_t p;
+  redis_pipeline_init(&p);
+  if (r->url.password[0]) {
+    if (r->url.username[0])
+      redis_pipeline_appendf(&p, "AUTH %s %s", r->url.username, r->url.password);
+    else
+      redis_pipeline_appendf(&p, "AUTH %s", r->url.password);
+  }
+  if (r->url.db != 0) redis_pipeline_appendf(&p, "SELECT %d", r->url.db);
+  if (p.ncmds == 0) return 0;
+  if (p.failed) {
+    redis_pipeline_reset(&p);
+    return REDIS_E_NOMEM;
+  }
+  redis_req_t *req = calloc(1, sizeof(*req));
+  redisReply **replies = calloc(p.ncmds, sizeof(*replies));
+  if (req == NULL || replies == NULL) {
+    free(req);
+    free(replies);
+    redis_pipeline_reset(&p);
+    return REDIS_E_NOMEM;
+  }
+  req->buf = p.buf;
+  req->len = p.len;
+  req->ncmds = p.ncmds;
+  req->replies = replies;
+  req->cb = handshake_done;
+  req->handshake = 1;
+  req->deadline = r->connect_deadline;
+  queue_push(r, req, 1);
+  return 1;
+}
+
+static void on_connect(uv_connect_t *creq, int status) {
+  redis_conn_t *c = creq->data;
+  redis_t *r = c->r;
+  if (r == NULL) return;
+  if (status < 0) {
+    conn_drop(r, REDIS_E_IO, "cannot connect to Redis: %s", uv_strerror(status));
+    return;
+  }
+  int rc = uv_read_start(&c->h.stream, on_alloc, on_read);
+  if (rc < 0) {
+    conn_drop(r, REDIS_E_IO, "cannot read from Redis: %s", uv_strerror(rc));
+    return;
+  }
+  rc = queue_handshake(r);
+  if (rc < 0) {
+    conn_drop(r, rc, "out of memory preparing the Redis handshake");
+  } else if (rc > 0) {
+    flush_queue(r, 1);
+  } else {
+    became_ready(r);
+  }
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *ai) {
+  redis_conn_t *c = req->data;
+  c->resolving = 0;
+  redis_t *r = c->r;
+  if (r == NULL) { /* dropped while resolving */
+    if (ai) uv_freeaddrinfo(ai);
+    if (!c->stream_open) {
+      if (c->reader) redisReaderFree(c->reader);
+      free(c);
+    }
+    return;
+  }
+  if (status < 0) {
+    conn_drop(r, REDIS_E_IO, "cannot resolve Redis host %s: %s", r->url.host,
+              uv_strerror(status));
+    return;
+  }
+  int rc = uv_tcp_init(r->loop, &c->h.tcp);
+  if (rc == 0) {
+    c->stream_open = 1;
+    c->h.handle.data = c;
+    uv_tcp_nodelay(&c->h.tcp, 1);
+    rc = uv_tcp_connect(&c->connect_req, &c->h.tcp, ai->ai_addr, on_connect);
+  }
+  uv_freeaddrinfo(ai);
+  if (rc < 0)
+    conn_drop(r, REDIS_E_IO, "cannot connect to Redis: %s", uv_strerror(rc));
+}
+
+static void start_attempt(redis_t *r) {
+  if (r->closing) return;
+  if (r->url.tls) {
+    r->attempts++;
+    snprintf(r->err, sizeof(r->err),
+             "rediss:// (TLS) is not supported by this build yet");
+    set_state(r, REDIS_STATE_DISCONNECTED, REDIS_E_UNSUPPORTED, r->err);
+    return;
+  }
+  r->connect_deadline =
+      uv_now(r->loop) + (uint64_t)(r->opts.connect_timeout * 1000.0);
+  set_state(r, REDIS_STATE_CONNECTING, 0, NULL);
+  if (r->closing) return; /* the state callback closed us */
+  redis_conn_t *c = calloc(1, sizeof(*c));
+  if (c == NULL || (c->reader = redisReaderCreate()) == NULL) {
+    free(c);
+    conn_drop(r, REDIS_E_NOMEM, "out of memory connecting to Redis");
+    return;
+  }
+  c->r = r;
+  c->connect_req.data = c;
+  c->resolve_req.data = c;
+  r->conn = c;
+  arm_deadline(r);
+
+  int rc;
+  if (r->url.transport == REDIS_TRANSPORT_UNIX) {
+    rc = uv_pipe_init(r->loop, &c->h.pipe, 0);
+    if (rc == 0) {
+      c->stream_open = 1;
+      c->h.handle.data = c;
+      uv_pipe_connect(&c->connect_req, &c->h.pipe, r->url.path, on_connect);
+    }
+  } else {
+    char port[8];
+    snprintf(port, sizeof(port), "%d", r->url.port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    rc = uv_getaddrinfo(r->loop, &c->resolve_req, on_resolved, r->url.host,
+                        port, &hints);
+    if (rc == 0) c->resolving = 1;
+  }
+  if (rc < 0)
+    conn_drop(r, REDIS_E_IO, "cannot connect to Redis: %s", uv_strerror(rc));
+}
+
+/* ---- deadlines ----------------------------------------------------- */
+
+/* Requests only exist while CONNECTING or READY (a drop fails them all),
+ * so any expired one means the connection is not answering: drop it. */
+static void deadline_cb(uv_timer_t *t) {
+  redis_t *r = t->data;
+  uint64_t now = uv_now(r->loop);
+  if (r->state == REDIS_STATE_CONNECTING && now >= r->connect_deadline) {
+    conn_drop(r, REDIS_E_TIMEOUT, "connecting to Redis timed out after %.3gs",
+              r->opts.connect_timeout);
+    return;
+  }
+  for (redis_req_t *q = r->head; q; q = q->next) {
+    if (now >= q->deadline) {
+      conn_drop(r, REDIS_E_TIMEOUT, "Redis request timed out after %.3gs",
+                r->opts.request_timeout);
+      return;
+    }
+  }
+  arm_deadline(r);
+}
+
+static void arm_deadline(redis_t *r) {
+  if (r->closing) return;
+  uint64_t next = UINT64_MAX;
+  if (r->state == REDIS_STATE_CONNECTING) next = r->connect_deadline;
+  for (redis_req_t *q = r->head; q; q = q->next)
+    if (q->deadline < next) next = q->deadline;
+  if (next == UINT64_MAX) {
+    uv_timer_stop(&r->deadline_timer);
+    return;
+  }
+  uint64_t now = uv_now(r->loop);
+  uv_timer_start(&r->deadline_timer, deadline_cb, next > now ? next - now : 0, 0);
+}
+
+/* ---- public -------------------------------------------------------- */
+
+void redis_options_default(redis_options_t *o) {
+  memset(o, 0, sizeof(*o));
+  o->connect_timeout = 5.0;
+  o->request_timeout = 5.0;
+  o->backoff_min = 0.1;
+  o->backoff_max = 10.0;
+  o->reconnect = 1;
+}
+
+int redis_init(uv_loop_t *loop, redis_t *r, const char *url,
+               const redis_options_t *opts) {
+  memset(r, 0, sizeof(*r));
+  r->loop = loop;
+  if (opts) r->opts = *opts;
+  else redis_options_default(&r->opts);
+  if (redis_url_parse(url, &r->url, r->err, sizeof(r->err)) != 0)
+    return REDIS_E_INVALID;
+  if (!(r->opts.connect_timeout > 0) || !(r->opts.request_timeout > 0) ||
+      !(r->opts.backoff_min > 0) || r->opts.backoff_max < r->opts.backoff_min) {
+    snprintf(r->err, sizeof(r->err), "Redis timeouts and backoff must be > 0");
+    return REDIS_E_INVALID;
+  }
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  r->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)getpid() ^ (uintptr_t)r;
+  if (r->rng == 0) r->rng = 0x9E3779B97F4A7C15ULL;
+  uv_timer_init(loop, &r->deadline_timer);
+  uv_timer_init(loop, &r->retry_timer);
+  r->deadline_timer.data = r;
+  r->retry_timer.data = r;
+  r->handles_open = 2;
+  r->state = REDIS_STATE_DISCONNECTED;
+  return 0;
+}
+
+int redis_connect(redis_t *r) {
+  if (r->closing) return REDIS_E_CLOSED;
+  if (r->state != REDIS_STATE_DISCONNECTED) return 0;
+  uv_timer_stop(&r->retry_timer);
+  start_attempt(r);
+  return 0;
+}
+
+void redis_close(redis_t *r, redis_close_cb cb) {
+  if (r->closing) return;
+  r->closing = 1;
+  r->close_cb = cb;
+  if (r->conn) {
+    conn_release(r->conn);
+    r->conn = NULL;
+  }
+  r->state = REDIS_STATE_CLOSED;
+  fail_list(r, queue_take_all(r), REDIS_E_CLOSED);
+  uv_close((uv_handle_t *)&r->deadline_timer, handle_closed);
+  uv_close((uv_handle_t *)&r->retry_timer, handle_closed);
+}
+
+const char *redis_last_error(const redis_t *r) { return r->err; }
+
+int redis_pipeline_send(redis_t *r, redis_pipeline_t *p, redis_reply_cb cb,
+                        void *data) {
+  int rc = 0;
+  if (r->closing) rc = REDIS_E_CLOSED;
+  else if (r->state == REDIS_STATE_DISCONNECTED) rc = REDIS_E_NOTCONN;
+  else if (p->failed) rc = REDIS_E_NOMEM;
+  else if (p->ncmds == 0) rc = REDIS_E_INVALID;
+  if (rc < 0) {
+    redis_pipeline_reset(p);
+    return rc;
+  }
+  redis_req_t *req = calloc(1, sizeof(*req));
+  redisReply **replies = calloc(p->ncmds, sizeof(*replies));
+  if (req == NULL || replies == NULL) {
+    free(req);
+    free(replies);
+    redis_pipeline_reset(p);
+    return REDIS_E_NOMEM;
+  }
+  req->buf = p->buf;
+  req->len = p->len;
+  req->ncmds = p->ncmds;
+  req->replies = replies;
+  req->cb = cb;
+  req->data = data;
+  req->deadline = uv_now(r->loop) + (uint64_t)(r->opts.request_timeout * 1000.0);
+  redis_pipeline_init(p); /* the buffer now belongs to the request */
+  queue_push(r, req, 0);
+  if (r->state == REDIS_STATE_READY) flush_queue(r, 0);
+  arm_deadline(r);
+  return 0;
+}
+
+int redis_command(redis_t *r, redis_reply_cb cb, void *data, const char *fmt,
+                  ...) {
+  redis_pipeline_t p;
+  redis_pipeline_init(&p);
+  char *cmd = NULL;
+  va_list ap;
+  va_start(ap, fmt);
+  int len = redisvFormatCommand(&cmd, fmt, ap);
+  va_end(ap);
+  pipeline_add(&p, cmd, len);
+  return redis_pipeline_send(r, &p, cb, data);
+}
