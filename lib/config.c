@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -58,7 +59,8 @@ static const struct setting settings[S_COUNT] = {
     [S_REDIS_URL] = {"SCALEKIQ_REDIS_URL", "--redis-url", 0},
     [S_REDIS_TLS_VERIFY] = {"SCALEKIQ_REDIS_TLS_VERIFY", "--redis-tls-verify", 0},
     [S_REDIS_TLS_CA_FILE] = {"SCALEKIQ_REDIS_TLS_CA_FILE", "--redis-tls-ca-file", 0},
-    [S_REDIS_TLS_CERT_FILE] = {"SCALEKIQ_REDIS_TLS_CERT_FILE", "--redis-tls-cert-file", 0},
+    [S_REDIS_TLS_CERT_FILE] = {"SCALEKIQ_REDIS_TLS_CERT_FILE", "--redis-tls-cert-file",
+                               0},
     [S_REDIS_TLS_KEY_FILE] = {"SCALEKIQ_REDIS_TLS_KEY_FILE", "--redis-tls-key-file", 0},
     [S_SIDEKIQ_NAMESPACE] = {"SCALEKIQ_SIDEKIQ_NAMESPACE", "--sidekiq-namespace", 0},
     [S_POLL_INTERVAL] = {"SCALEKIQ_POLL_INTERVAL", "--poll-interval", 0},
@@ -248,14 +250,15 @@ static int parse_decimal(const char *s, double *out) {
 
 static int range_hint(char *buf, size_t size, const struct range *r) {
   if (r->min_excluded)
-    return snprintf(buf, size, "set it to a number%s%s above %g and at most %g, such as %s",
+    return snprintf(buf, size,
+                    "set it to a number%s%s above %g and at most %g, such as %s",
                     r->unit[0] ? " of " : "", r->unit, r->min, r->max, r->example);
   return snprintf(buf, size, "set it to a number%s%s from %g to %g, such as %s",
                   r->unit[0] ? " of " : "", r->unit, r->min, r->max, r->example);
 }
 
-static int check_number(struct loader *ld, const struct source *src, const struct range *r,
-                        double *out) {
+static int check_number(struct loader *ld, const struct source *src,
+                        const struct range *r, double *out) {
   char q[QBUF], hint[160];
   range_hint(hint, sizeof(hint), r);
   double v;
@@ -267,8 +270,10 @@ static int check_number(struct loader *ld, const struct source *src, const struc
     return fail(ld, "%s=%s is out of range: %s", src->name,
                 quoted(q, sizeof(q), src->value), hint);
   if (r->min_excluded && v < CONFIG_MIN_DURATION && strcmp(r->unit, "seconds") == 0)
-    return fail(ld, "%s=%s is too short: timers count milliseconds, set it to at least %g",
-                src->name, quoted(q, sizeof(q), src->value), CONFIG_MIN_DURATION);
+    return fail(
+        ld,
+        "%s=%s is too short: set it to at least %g seconds (timers count milliseconds)",
+        src->name, quoted(q, sizeof(q), src->value), CONFIG_MIN_DURATION);
   *out = v;
   return 0;
 }
@@ -293,14 +298,16 @@ static int load_max_workers(struct loader *ld) {
   for (const char *p = s; *p; p++)
     if (!isdigit((unsigned char)*p)) digits = 0;
   if (!digits)
-    return fail(ld, "%s=%s is not a whole number: set it to a whole number from 0 to %d, "
-                    "such as 2",
+    return fail(ld,
+                "%s=%s is not a whole number: set it to a whole number from 0 to %d, "
+                "such as 2",
                 src.name, quoted(q, sizeof(q), s), CONFIG_MAX_ADDITIONAL_WORKERS);
   errno = 0;
   long v = strtol(s, NULL, 10);
   if (errno == ERANGE || v > CONFIG_MAX_ADDITIONAL_WORKERS)
-    return fail(ld, "%s=%s is out of range: set it to a whole number from 0 to %d, "
-                    "such as 2",
+    return fail(ld,
+                "%s=%s is out of range: set it to a whole number from 0 to %d, "
+                "such as 2",
                 src.name, quoted(q, sizeof(q), s), CONFIG_MAX_ADDITIONAL_WORKERS);
   ld->cfg->max_additional_workers = (int)v;
   return 0;
@@ -326,12 +333,19 @@ static int load_bool(struct loader *ld, enum setting_id id, int *out) {
   }
   if (src.value == NULL) return 0;
   for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
-    if (strcasecmp(src.value, yes[i]) == 0) return *out = 1, 0;
+    if (strcasecmp(src.value, yes[i]) == 0) {
+      *out = 1;
+      return 0;
+    }
   for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
-    if (strcasecmp(src.value, no[i]) == 0) return *out = 0, 0;
+    if (strcasecmp(src.value, no[i]) == 0) {
+      *out = 0;
+      return 0;
+    }
   char q[QBUF];
-  return fail(ld, "%s=%s is not a boolean: set it to 1, true, yes or on to enable, "
-                  "0, false, no or off to disable",
+  return fail(ld,
+              "%s=%s is not a boolean: set it to 1, true, yes or on to enable, "
+              "0, false, no or off to disable",
               src.name, quoted(q, sizeof(q), src.value));
 }
 
@@ -369,15 +383,17 @@ static int load_redis_url(struct loader *ld) {
     const char *provider = env_nonempty(ld, "REDIS_PROVIDER");
     if (provider != NULL) {
       if (!is_env_name(provider))
-        return fail(ld, "REDIS_PROVIDER=%s is not a variable name: set it to the name "
-                        "of the variable holding the Redis URL, such as REDIS_URL",
+        return fail(ld,
+                    "REDIS_PROVIDER=%s is not a variable name: set it to the name "
+                    "of the variable holding the Redis URL, such as REDIS_URL",
                     quoted(q, sizeof(q), provider));
       src.value = env_nonempty(ld, provider);
       src.name = provider;
       if (src.value == NULL)
-        return fail(ld, "REDIS_PROVIDER=%s names a variable that is not set: set %s "
-                        "to the Redis URL, or point REDIS_PROVIDER at the variable "
-                        "that holds it",
+        return fail(ld,
+                    "REDIS_PROVIDER=%s names a variable that is not set: set %s "
+                    "to the Redis URL, or point REDIS_PROVIDER at the variable "
+                    "that holds it",
                     quoted(q, sizeof(q), provider), provider);
     } else if ((src.value = env_nonempty(ld, "REDIS_URL")) != NULL) {
       src.name = "REDIS_URL";
@@ -390,9 +406,10 @@ static int load_redis_url(struct loader *ld) {
   }
   char why[256];
   if (redis_url_parse(src.value, &cfg->redis, why, sizeof(why)) != 0)
-    return fail(ld, "%s=%s is not a valid Redis URL (%s): set it to "
-                    "redis://[:password@]host[:port][/db], rediss://... for TLS, "
-                    "or unix:///path",
+    return fail(ld,
+                "%s=%s is not a valid Redis URL (%s): set it to "
+                "redis://[:password@]host[:port][/db], rediss://... for TLS, "
+                "or unix:///path",
                 src.name, shown_url(q, sizeof(q), src.value), why);
   if (copy_string(ld, &cfg->redis_url, src.value) != 0) return -1;
   return copy_string(ld, &cfg->redis_url_source, src.name);
@@ -403,7 +420,8 @@ static int load_readable_file(struct loader *ld, enum setting_id id, char **out)
   if (!lookup(ld, id, &src)) return 0;
   if (access(src.value, R_OK) != 0) {
     char q[QBUF];
-    return fail(ld, "%s=%s cannot be read (%s): set it to the path of a readable PEM file",
+    return fail(ld,
+                "%s=%s cannot be read (%s): set it to the path of a readable PEM file",
                 src.name, quoted(q, sizeof(q), src.value), strerror(errno));
   }
   return copy_string(ld, out, src.value);
@@ -420,9 +438,10 @@ static int load_tls(struct loader *ld) {
     } else if (strcmp(src.value, "none") == 0) {
       cfg->redis_tls_verify = CONFIG_TLS_VERIFY_NONE;
     } else {
-      return fail(ld, "%s=%s is not a verification mode: set it to peer (check the "
-                      "server's certificate) or none (Heroku Key-Value Store's "
-                      "self-signed certificates)",
+      return fail(ld,
+                  "%s=%s is not a verification mode: set it to peer (check the "
+                  "server's certificate) or none (Heroku Key-Value Store's "
+                  "self-signed certificates)",
                   src.name, quoted(q, sizeof(q), src.value));
     }
   }
@@ -432,13 +451,14 @@ static int load_tls(struct loader *ld) {
     return -1;
   /* A client certificate is useless without its key and vice versa. */
   if ((cfg->redis_tls_cert_file == NULL) != (cfg->redis_tls_key_file == NULL)) {
-    enum setting_id given = cfg->redis_tls_cert_file ? S_REDIS_TLS_CERT_FILE
-                                                     : S_REDIS_TLS_KEY_FILE;
-    enum setting_id missing = cfg->redis_tls_cert_file ? S_REDIS_TLS_KEY_FILE
-                                                       : S_REDIS_TLS_CERT_FILE;
+    enum setting_id given =
+        cfg->redis_tls_cert_file ? S_REDIS_TLS_CERT_FILE : S_REDIS_TLS_KEY_FILE;
+    enum setting_id missing =
+        cfg->redis_tls_cert_file ? S_REDIS_TLS_KEY_FILE : S_REDIS_TLS_CERT_FILE;
     lookup(ld, given, &src);
-    return fail(ld, "%s=%s is set but %s is not: set both (client certificate and its "
-                    "key) or neither",
+    return fail(ld,
+                "%s=%s is set but %s is not: set both (client certificate and its "
+                "key) or neither",
                 src.name, quoted(q, sizeof(q), src.value), settings[missing].env);
   }
   return 0;
@@ -451,8 +471,9 @@ static int load_namespaces(struct loader *ld) {
   const char *ns = CONFIG_DEFAULT_NAMESPACE;
   if (lookup(ld, S_NAMESPACE, &src)) {
     if (src.value[0] == '\0' || has_space_or_control(src.value))
-      return fail(ld, "%s=%s is not a usable key prefix: set it to a non-empty prefix "
-                      "without spaces, such as %s",
+      return fail(ld,
+                  "%s=%s is not a usable key prefix: set it to a non-empty prefix "
+                  "without spaces, such as %s",
                   src.name, quoted(q, sizeof(q), src.value), CONFIG_DEFAULT_NAMESPACE);
     ns = src.value;
   }
@@ -461,8 +482,9 @@ static int load_namespaces(struct loader *ld) {
   const char *sk = "";
   if (lookup(ld, S_SIDEKIQ_NAMESPACE, &src)) {
     if (has_space_or_control(src.value))
-      return fail(ld, "%s=%s contains spaces or control characters: set it to the "
-                      "redis-namespace your Sidekiq uses, such as myapp, or unset it",
+      return fail(ld,
+                  "%s=%s contains spaces or control characters: set it to the "
+                  "redis-namespace your Sidekiq uses, such as myapp, or unset it",
                   src.name, quoted(q, sizeof(q), src.value));
     sk = src.value;
   }
@@ -480,8 +502,9 @@ static int load_formation(struct loader *ld) {
            *p == '-';
     if (!ok) {
       char q[QBUF];
-      return fail(ld, "%s=%s is not a process type: set it to the Procfile name of the "
-                      "dynos to scale (a-z, 0-9, _ and -), such as worker",
+      return fail(ld,
+                  "%s=%s is not a process type: set it to the Procfile name of the "
+                  "dynos to scale (a-z, 0-9, _ and -), such as worker",
                   src.name, quoted(q, sizeof(q), src.value));
     }
     v = src.value;
@@ -492,8 +515,7 @@ static int load_formation(struct loader *ld) {
 static int add_queue(struct loader *ld, const char *name, size_t len) {
   config_t *cfg = ld->cfg;
   for (size_t i = 0; i < cfg->nqueues; i++)
-    if (strlen(cfg->queues[i]) == len && memcmp(cfg->queues[i], name, len) == 0)
-      return 0;
+    if (strlen(cfg->queues[i]) == len && memcmp(cfg->queues[i], name, len) == 0) return 0;
   char **grown = realloc(cfg->queues, (cfg->nqueues + 1) * sizeof(*grown));
   if (grown == NULL) return fail(ld, "out of memory while loading the configuration");
   cfg->queues = grown;
@@ -517,14 +539,16 @@ static int load_queues(struct loader *ld) {
     while (b < e && (*b == ' ' || *b == '\t')) b++;
     while (e > b && (e[-1] == ' ' || e[-1] == '\t')) e--;
     if (b == e)
-      return fail(ld, "%s=%s has an empty queue name: list queue names separated by "
-                      "commas, such as default,mailers",
+      return fail(ld,
+                  "%s=%s has an empty queue name: list queue names separated by "
+                  "commas, such as default,mailers",
                   src.name, quoted(q, sizeof(q), src.value));
     for (const char *p = b; p < e; p++)
       if ((unsigned char)*p <= ' ' || *p == 0x7f)
-        return fail(ld, "%s=%s has a queue name with a space or control character in "
-                        "it: list queue names separated by commas, such as "
-                        "default,mailers",
+        return fail(ld,
+                    "%s=%s has a queue name with a space or control character in "
+                    "it: list queue names separated by commas, such as "
+                    "default,mailers",
                     src.name, quoted(q, sizeof(q), src.value));
     if (add_queue(ld, b, (size_t)(e - b)) != 0) return -1;
     if (comma == NULL) break;
@@ -543,11 +567,14 @@ static int is_uuid(const char *s) {
   return 1;
 }
 
+/* Heroku's own rule starts names with a letter; the length cap is looser
+ * than Heroku's 30 so that only the URL-path safety is enforced here. */
 static int is_app_name(const char *s) {
   size_t n = strlen(s);
-  if (n == 0 || n > 100) return 0;
+  if (n == 0 || n > 100 || !islower((unsigned char)s[0])) return 0;
   for (; *s; s++)
-    if (!(islower((unsigned char)*s) || isdigit((unsigned char)*s) || *s == '-')) return 0;
+    if (!(islower((unsigned char)*s) || isdigit((unsigned char)*s) || *s == '-'))
+      return 0;
   return 1;
 }
 
@@ -574,8 +601,9 @@ static int load_api_url(struct loader *ld) {
   /* '@' would let "http://localhost@elsewhere" pass the loopback check. */
   if (auth == NULL || authlen == 0 || memchr(auth, '@', authlen) != NULL ||
       has_space_or_control(v) || strpbrk(auth + authlen, "?#") != NULL)
-    return fail(ld, "%s=%s is not a usable API base URL: set it to https://HOST[:PORT] "
-                    "with an optional path, such as %s",
+    return fail(ld,
+                "%s=%s is not a usable API base URL: set it to https://HOST[:PORT] "
+                "with an optional path, such as %s",
                 src.name, quoted(q, sizeof(q), v), CONFIG_DEFAULT_HEROKU_API_URL);
   size_t hostlen = authlen;
   if (auth[0] == '[') {
@@ -585,6 +613,9 @@ static int load_api_url(struct loader *ld) {
     const char *colon = memchr(auth, ':', authlen);
     if (colon) hostlen = (size_t)(colon - auth);
   }
+  if (hostlen == 0)
+    return fail(ld, "%s=%s has no host: set it to https://HOST[:PORT], such as %s",
+                src.name, quoted(q, sizeof(q), v), CONFIG_DEFAULT_HEROKU_API_URL);
   if (hostlen < authlen) {
     const char *port = auth + hostlen;
     size_t plen = authlen - hostlen;
@@ -592,14 +623,16 @@ static int load_api_url(struct loader *ld) {
     for (size_t i = 1; i < plen && ok; i++) ok = isdigit((unsigned char)port[i]);
     if (ok) ok = atoi(port + 1) >= 1 && atoi(port + 1) <= 65535;
     if (!ok)
-      return fail(ld, "%s=%s has a malformed port: set it to https://HOST[:PORT], such "
-                      "as %s",
+      return fail(ld,
+                  "%s=%s has a malformed port: set it to https://HOST[:PORT], such "
+                  "as %s",
                   src.name, quoted(q, sizeof(q), v), CONFIG_DEFAULT_HEROKU_API_URL);
   }
   if (http && !is_loopback_host(auth, hostlen))
-    return fail(ld, "%s=%s uses http:// to a host that is not this machine: the API "
-                    "token would cross the network unencrypted; use https://, or "
-                    "http:// only with 127.0.0.1, [::1] or localhost",
+    return fail(ld,
+                "%s=%s uses http:// to a host that is not this machine: the API "
+                "token would cross the network unencrypted; use https://, or "
+                "http:// only with 127.0.0.1, [::1] or localhost",
                 src.name, quoted(q, sizeof(q), v));
   if (copy_string(ld, &cfg->heroku_api_url, v) != 0) return -1;
   /* Callers append "/apps/..." to it. */
@@ -619,8 +652,9 @@ static int load_heroku(struct loader *ld, int need_heroku) {
   }
   if (src.value != NULL) {
     if (!is_app_name(src.value) && !is_uuid(src.value))
-      return fail(ld, "%s=%s is not a Heroku app name or id: set it to the app's name "
-                      "(a-z, 0-9 and -) or its UUID",
+      return fail(ld,
+                  "%s=%s is not a Heroku app name or id: set it to the app's name "
+                  "(a letter, then a-z, 0-9 and -) or its UUID",
                   src.name, quoted(q, sizeof(q), src.value));
     if (copy_string(ld, &cfg->heroku_app, src.value) != 0 ||
         copy_string(ld, &cfg->heroku_app_source, src.name) != 0)
@@ -640,9 +674,10 @@ static int load_heroku(struct loader *ld, int need_heroku) {
 
   if (need_heroku && !cfg->dry_run) {
     if (cfg->heroku_app == NULL)
-      return fail(ld, "HEROKU_APP_NAME is not set: set HEROKU_APP_NAME (or HEROKU_APP_ID, "
-                      "or --heroku-app) to the app whose formation to scale, or set "
-                      "SCALEKIQ_DRY_RUN=1");
+      return fail(ld,
+                  "HEROKU_APP_NAME is not set: set HEROKU_APP_NAME (or HEROKU_APP_ID, "
+                  "or --heroku-app) to the app whose formation to scale, or set "
+                  "SCALEKIQ_DRY_RUN=1");
     if (cfg->heroku_api_key == NULL)
       return fail(ld, "HEROKU_API_KEY is not set: set it to a Platform API token allowed "
                       "to scale the app (heroku authorizations:create), or set "
@@ -663,8 +698,9 @@ static int load_socket(struct loader *ld) {
                   CONFIG_DEFAULT_SOCKET);
     size_t max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
     if (strlen(src.value) > max)
-      return fail(ld, "%s=%s is %zu bytes long: a Unix socket path holds at most %zu, "
-                      "set it to a shorter path such as %s",
+      return fail(ld,
+                  "%s=%s is %zu bytes long: a Unix socket path holds at most %zu, "
+                  "set it to a shorter path such as %s",
                   src.name, quoted(q, sizeof(q), src.value), strlen(src.value), max,
                   CONFIG_DEFAULT_SOCKET);
     v = src.value;
@@ -725,8 +761,9 @@ static int load_policy(struct loader *ld) {
     struct source src;
     char q[QBUF];
     lookup(ld, S_LATENCY_RESTORED_THRESHOLD, &src);
-    return fail(ld, "%s=%s is above the latency threshold (%g s): set it from 0 to %g, "
-                    "the latency at which an event counts as over",
+    return fail(ld,
+                "%s=%s is above the latency threshold (%g s): set it from 0 to %g, "
+                "the latency at which an event counts as over",
                 src.name, quoted(q, sizeof(q), src.value), cfg->latency_threshold,
                 cfg->latency_threshold);
   }
@@ -751,13 +788,15 @@ static int load_timing(struct loader *ld) {
     const char *ttl_from = ttl_set ? (ld->flags[S_LOCK_TTL] ? settings[S_LOCK_TTL].flag
                                                             : settings[S_LOCK_TTL].env)
                                    : "the default, 3 x poll interval";
-    return fail(ld, "%s=%s is not shorter than the lock TTL (%g s, from %s): the lease "
-                    "would lapse between renewals; set it below %g, such as %g",
+    return fail(ld,
+                "%s=%s is not shorter than the lock TTL (%g s, from %s): the lease "
+                "would lapse between renewals; set it below %g, such as %g",
                 src.name, quoted(q, sizeof(q), src.value), cfg->lock_ttl, ttl_from,
                 cfg->lock_ttl, cfg->lock_ttl / 3);
   }
   cfg->request_timeout = 5;
-  return load_number(ld, S_REQUEST_TIMEOUT, &duration, &cfg->request_timeout) < 0 ? -1 : 0;
+  return load_number(ld, S_REQUEST_TIMEOUT, &duration, &cfg->request_timeout) < 0 ? -1
+                                                                                  : 0;
 }
 
 /* ---- public ------------------------------------------------------- */
@@ -785,13 +824,13 @@ int config_load(config_t *cfg, char *const *envp, int argc, char *const *argv,
 }
 
 void config_free(config_t *cfg) {
-  char **strings[] = {&cfg->redis_url,         &cfg->redis_url_source,
-                      &cfg->redis_tls_ca_file, &cfg->redis_tls_cert_file,
+  char **strings[] = {&cfg->redis_url,          &cfg->redis_url_source,
+                      &cfg->redis_tls_ca_file,  &cfg->redis_tls_cert_file,
                       &cfg->redis_tls_key_file, &cfg->sidekiq_namespace,
-                      &cfg->state_namespace,   &cfg->formation,
-                      &cfg->heroku_app,        &cfg->heroku_app_source,
-                      &cfg->heroku_api_key,    &cfg->heroku_api_url,
-                      &cfg->socket_path,       &cfg->identity};
+                      &cfg->state_namespace,    &cfg->formation,
+                      &cfg->heroku_app,         &cfg->heroku_app_source,
+                      &cfg->heroku_api_key,     &cfg->heroku_api_url,
+                      &cfg->socket_path,        &cfg->identity};
   for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++) free(*strings[i]);
   for (size_t i = 0; i < cfg->nqueues; i++) free(cfg->queues[i]);
   free(cfg->queues);
@@ -825,8 +864,8 @@ void config_describe(const config_t *cfg, char *buf, size_t size) {
   redis_url_redacted(&cfg->redis, url, sizeof(url));
   size_t ql = 0;
   for (size_t i = 0; i < cfg->nqueues && ql < sizeof(queues); i++) {
-    int n = snprintf(queues + ql, sizeof(queues) - ql, "%s%s", i ? "," : "",
-                     cfg->queues[i]);
+    int n =
+        snprintf(queues + ql, sizeof(queues) - ql, "%s%s", i ? "," : "", cfg->queues[i]);
     if (n > 0) ql += (size_t)n;
   }
   static const char *const levels[] = {"debug", "info", "warn", "error"};
@@ -852,7 +891,8 @@ void config_describe(const config_t *cfg, char *buf, size_t size) {
   describe_num(buf, size, &len, "lock_ttl", cfg->lock_ttl);
   describe_num(buf, size, &len, "lock_tick", cfg->lock_tick);
   describe_str(buf, size, &len, "formation", cfg->formation);
-  describe_str(buf, size, &len, "heroku_app", cfg->heroku_app ? cfg->heroku_app : "unset");
+  describe_str(buf, size, &len, "heroku_app",
+               cfg->heroku_app ? cfg->heroku_app : "unset");
   describe_str(buf, size, &len, "heroku_api_url", cfg->heroku_api_url);
   describe_str(buf, size, &len, "heroku_token", cfg->heroku_api_key ? "set" : "unset");
   describe_str(buf, size, &len, "dry_run", cfg->dry_run ? "true" : "false");

@@ -22,25 +22,25 @@
 #define CONFIG_DEFAULT_HEROKU_API_URL "https://api.heroku.com"
 #define CONFIG_DEFAULT_SOCKET "/tmp/scalekiq.sock"
 
-#define CONFIG_MAX_POLL_INTERVAL 3600.0    /* s */
-#define CONFIG_MAX_DURATION 604800.0       /* s (one week), every other duration */
-#define CONFIG_MIN_DURATION 0.001          /* s: timers count milliseconds */
+#define CONFIG_MAX_POLL_INTERVAL 3600.0 /* s */
+#define CONFIG_MAX_DURATION 604800.0    /* s (one week), every other duration */
+#define CONFIG_MIN_DURATION 0.001       /* s: timers count milliseconds */
 #define CONFIG_MAX_ADDITIONAL_WORKERS 1000
 
 enum config_tls_verify { CONFIG_TLS_VERIFY_PEER, CONFIG_TLS_VERIFY_NONE };
 
 typedef struct config {
   /* Redis */
-  char *redis_url;            /* as configured: may hold a password, never log it */
-  char *redis_url_source;     /* where it came from: "SCALEKIQ_REDIS_URL",
-                                 "--redis-url", the variable REDIS_PROVIDER names,
-                                 "REDIS_URL", "REDIS_TLS_URL" or "default" */
-  redis_url_t redis;          /* redis_url parsed */
+  char *redis_url;        /* as configured: may hold a password, never log it */
+  char *redis_url_source; /* where it came from: "SCALEKIQ_REDIS_URL",
+                             "--redis-url", the variable REDIS_PROVIDER names,
+                             "REDIS_URL", "REDIS_TLS_URL" or "default" */
+  redis_url_t redis;      /* redis_url parsed */
   enum config_tls_verify redis_tls_verify;
-  char *redis_tls_ca_file;    /* NULL when unset */
-  char *redis_tls_cert_file;  /* NULL when unset; set together with key_file */
+  char *redis_tls_ca_file;   /* NULL when unset */
+  char *redis_tls_cert_file; /* NULL when unset; set together with key_file */
   char *redis_tls_key_file;
-  char *sidekiq_namespace;    /* "" when none */
+  char *sidekiq_namespace; /* "" when none */
 
   /* scaling policy (durations in seconds) */
   double poll_interval;
@@ -49,27 +49,27 @@ typedef struct config {
   double usage_threshold;
   double alert_interval;
   int max_additional_workers;
-  char **queues;              /* watched queues, distinct, in the order given */
-  size_t nqueues;             /* 0: every queue */
+  char **queues;  /* watched queues, distinct, in the order given */
+  size_t nqueues; /* 0: every queue */
 
   /* shared state and leadership */
-  char *state_namespace;      /* SCALEKIQ_NAMESPACE */
+  char *state_namespace; /* SCALEKIQ_NAMESPACE */
   double lock_ttl;
   double lock_tick;
 
   /* Heroku */
   char *formation;
-  char *heroku_app;           /* name or UUID; NULL when unset */
-  char *heroku_app_source;    /* "HEROKU_APP_NAME", "HEROKU_APP_ID" or "--heroku-app" */
-  char *heroku_api_key;       /* secret; NULL when unset */
-  char *heroku_api_url;       /* without a trailing '/' */
+  char *heroku_app;        /* name or UUID; NULL when unset */
+  char *heroku_app_source; /* "HEROKU_APP_NAME", "HEROKU_APP_ID" or "--heroku-app" */
+  char *heroku_api_key;    /* secret; NULL when unset */
+  char *heroku_api_url;    /* without a trailing '/' */
 
   /* this agent */
   char *socket_path;
   int dry_run;
   enum log_level log_level;
-  double request_timeout;     /* each Redis and Platform API request */
-  char *identity;             /* DYNO, else the host name; the pid is not included */
+  double request_timeout; /* each Redis and Platform API request */
+  char *identity;         /* DYNO, else the host name; the pid is not included */
 } config_t;
 
 /* envp: NULL-terminated "KEY=VALUE" array (NULL means empty).

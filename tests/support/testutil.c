@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -85,9 +86,19 @@ static pid_t spawn_redis(test_redis_t *t) {
   pid_t pid = fork();
   cr_assert(pid >= 0);
   if (pid == 0) {
+    /* Dies with the test, even when the test crashes or times out, and
+     * holds none of the test runner's output pipes open. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int devnull = open("/dev/null", O_RDWR);
+    if (devnull >= 0) {
+      dup2(devnull, 0);
+      dup2(devnull, 1);
+      dup2(devnull, 2);
+    }
     execl(REDIS_SERVER_BIN, REDIS_SERVER_BIN, "--port", port, "--bind",
           "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t->dir,
-          "--logfile", log, "--daemonize", "no", (char *)NULL);
+          "--logfile", log, "--daemonize", "no", "--enable-debug-command",
+          "yes", (char *)NULL);
     _exit(127);
   }
   return pid;
