@@ -62,6 +62,7 @@ static void conn_drop(redis_t *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void start_attempt(redis_t *r);
 static void arm_deadline(redis_t *r);
+static void deadline_cb(uv_timer_t *t);
 
 const char *redis_strerror(int code) {
   switch (code) {
@@ -410,6 +411,7 @@ static void conn_drop(redis_t *r, int status, const char *fmt, ...) {
   }
   r->stats.drops++;
   r->attempts++;
+  r->drop_status = 0;
   uv_timer_stop(&r->deadline_timer);
   redis_req_t *pending = queue_take_all(r);
   set_state(r, REDIS_STATE_DISCONNECTED, status, r->err);
@@ -432,6 +434,17 @@ static void write_done(uv_write_t *w, int status) {
     conn_drop(c->r, REDIS_E_IO, "write to Redis failed: %s", uv_strerror(status));
 }
 
+/* flush_queue runs inside redis_pipeline_send, whose callers are promised
+ * their callback later, never before send returns: a failure there drops
+ * the connection from the deadline timer at the next loop iteration. */
+static void drop_soon(redis_t *r, int status, const char *why) {
+  if (r->drop_status == 0) {
+    r->drop_status = status;
+    snprintf(r->err, sizeof(r->err), "write to Redis failed: %s", why);
+  }
+  uv_timer_start(&r->deadline_timer, deadline_cb, 0, 0);
+}
+
 /* Writes every queued request that is not written yet, as one write. */
 static void flush_queue(redis_t *r, int handshake_only) {
   redis_conn_t *c = r->conn;
@@ -444,7 +457,7 @@ static void flush_queue(redis_t *r, int handshake_only) {
   if (wr == NULL || buf == NULL) {
     free(wr);
     free(buf);
-    conn_drop(r, REDIS_E_NOMEM, "out of memory writing to Redis");
+    drop_soon(r, REDIS_E_NOMEM, "out of memory writing to Redis");
     return;
   }
   size_t off = 0;
@@ -464,7 +477,7 @@ static void flush_queue(redis_t *r, int handshake_only) {
   if (rc < 0) {
     free(buf);
     free(wr);
-    conn_drop(r, REDIS_E_IO, "write to Redis failed: %s", uv_strerror(rc));
+    drop_soon(r, REDIS_E_IO, uv_strerror(rc));
     return;
   }
   r->stats.writes++;
@@ -682,6 +695,12 @@ static void start_attempt(redis_t *r) {
  * so any expired one means the connection is not answering: drop it. */
 static void deadline_cb(uv_timer_t *t) {
   redis_t *r = t->data;
+  if (r->drop_status != 0) {
+    int status = r->drop_status;
+    r->drop_status = 0;
+    conn_drop(r, status, "%s", r->err);
+    return;
+  }
   uint64_t now = uv_now(r->loop);
   if (r->state == REDIS_STATE_CONNECTING && now >= r->connect_deadline) {
     conn_drop(r, REDIS_E_TIMEOUT, "connecting to Redis timed out after %.3gs",
@@ -699,7 +718,7 @@ static void deadline_cb(uv_timer_t *t) {
 }
 
 static void arm_deadline(redis_t *r) {
-  if (r->closing) return;
+  if (r->closing || r->drop_status != 0) return;
   uint64_t next = UINT64_MAX;
   if (r->state == REDIS_STATE_CONNECTING) next = r->connect_deadline;
   for (redis_req_t *q = r->head; q; q = q->next)

@@ -116,6 +116,7 @@ struct redis {
   uint64_t rng;              /* jitter state (xorshift64*) */
   int handles_open;          /* our uv handles and requests not yet closed */
   int closing;
+  int drop_status;           /* a write failed: drop at the next iteration */
   redis_close_cb close_cb;
   redis_stats_t stats;
   char err[256];             /* detail of the last error */
