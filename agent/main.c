@@ -14,6 +14,8 @@ static const char usage[] =
     "Autoscales a Sidekiq app's Heroku formation on queue latency.\n"
     "\n"
     "commands:\n"
+    "  run                the agent: polls Sidekiq's latency and scales the\n"
+    "                     Heroku formation (SIGTERM or SIGINT to stop)\n"
     "  queues [--json]    every Sidekiq queue with its size and latency, and\n"
     "                     the pool usage (one-shot; needs no running agent)\n"
     "  --version          print the version\n"
@@ -67,6 +69,7 @@ int main(int argc, char **argv) {
     return EXIT_OK;
   }
   if (strcmp(cmd, "queues") == 0) return cmd_queues(argc - 2, argv + 2);
+  if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2);
   fprintf(stderr, "scalekiq: unknown command '%s'; see scalekiq --help\n", cmd);
   return EXIT_USAGE;
 }

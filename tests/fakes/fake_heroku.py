@@ -226,23 +226,24 @@ class Fake:
 
     # -- injections --------------------------------------------------------
 
-    def _take(self, queue):
+    def _take(self, queue, method=None):
+        """The first rule that applies to method (a rule without "method"
+        applies to every request), used up one request at a time."""
         with self.lock:
-            while queue and queue[0]["left"] <= 0:
-                queue.pop(0)
-            if not queue:
-                return None
-            rule = queue[0]
-            rule["left"] -= 1
-            if rule["left"] <= 0:
-                queue.pop(0)
-            return dict(rule)
+            for i, rule in enumerate(queue):
+                if rule.get("method") not in (None, method):
+                    continue
+                rule["left"] -= 1
+                if rule["left"] <= 0:
+                    queue.pop(i)
+                return dict(rule)
+            return None
 
     def take_stall(self):
         return self._take(self.stalls)
 
-    def take_fail(self):
-        return self._take(self.fails)
+    def take_fail(self, method=None):
+        return self._take(self.fails, method)
 
     def consume_token(self):
         """Spend one rate-limit token: (remaining after, exhausted before)."""
@@ -473,6 +474,11 @@ class Fake:
                            "\"status\" must be an integer in 200..599 "
                            "(not 204 or 304).")
         rule["status"] = status
+        if body.get("method") is not None:
+            if body["method"] not in ("GET", "PATCH"):
+                raise ApiError(422, "invalid_params",
+                               "\"method\" must be \"GET\" or \"PATCH\".")
+            rule["method"] = body["method"]
         for key in ("id", "message", "body"):
             if key in body and body[key] is not None:
                 if not isinstance(body[key], str):
@@ -737,7 +743,7 @@ class Handler(BaseHTTPRequestHandler):
         if stall is not None:
             stalled = stall["seconds"]
             fake.stopping.wait(stalled)
-        fail = fake.take_fail()
+        fail = fake.take_fail(method)
         remaining, exhausted = fake.consume_token()
 
         status, payload, raw_reply, error_id = 200, None, None, None

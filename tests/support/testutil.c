@@ -261,3 +261,68 @@ int test_run(const char *const *argv, const char *const *env, double timeout,
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   return 128 + WTERMSIG(status);
 }
+
+pid_t test_spawn(const char *const *argv, const char *const *env,
+                 const char *out_path) {
+  pid_t pid = fork();
+  cr_assert(pid >= 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int fd = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    int devnull = open("/dev/null", O_RDONLY);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+    }
+    if (devnull >= 0) dup2(devnull, 0);
+    for (size_t i = 0; env && env[i]; i++) putenv((char *)env[i]);
+    execv(argv[0], (char *const *)argv);
+    _exit(127);
+  }
+  return pid;
+}
+
+int test_stop(pid_t pid, int sig, double timeout) {
+  if (sig) kill(pid, sig);
+  double end = mono_now() + timeout;
+  int status;
+  for (;;) {
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    if (r < 0) return -1;
+    if (mono_now() > end) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      return -1;
+    }
+    sleep_ms(5);
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 128 + WTERMSIG(status);
+}
+
+bool test_alive(pid_t pid) {
+  int status;
+  return waitpid(pid, &status, WNOHANG) == 0;
+}
+
+char *test_read_file(const char *path) {
+  FILE *f = fopen(path, "rb");
+  size_t cap = 4096, len = 0;
+  char *buf = malloc(cap);
+  cr_assert(buf != NULL);
+  if (f) {
+    size_t got;
+    while ((got = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+      len += got;
+      if (cap - len < 2) {
+        cap *= 2;
+        buf = realloc(buf, cap);
+        cr_assert(buf != NULL);
+      }
+    }
+    fclose(f);
+  }
+  buf[len] = '\0';
+  return buf;
+}

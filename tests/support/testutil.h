@@ -51,6 +51,18 @@ double test_now(void); /* wall clock, float seconds */
 int test_run(const char *const *argv, const char *const *env, double timeout,
              char **out, char **err);
 
+/* Starts argv in the background with env additions, stdout and stderr
+ * appended to out_path. The child dies with the test. */
+pid_t test_spawn(const char *const *argv, const char *const *env,
+                 const char *out_path);
+/* Sends sig (0: none) and waits at most timeout seconds for the exit;
+ * returns the exit status, 128 + signal, or -1 after having to SIGKILL. */
+int test_stop(pid_t pid, int sig, double timeout);
+/* Whether pid is still running (not exited, not a zombie we reaped). */
+bool test_alive(pid_t pid);
+/* The whole file, NUL-terminated ("" when missing); caller frees. */
+char *test_read_file(const char *path);
+
 /* Polls cond every few milliseconds until it is true or timeout passes. */
 bool test_wait_for(bool (*cond)(void *), void *arg, double timeout);
 

@@ -1,0 +1,441 @@
+/*
+ * agent: owns the loop's wiring and the order of one poll:
+ *
+ *   sidekiq_read -> store_load -> scaler_step
+ *     -> [heroku_get_formation -> store_save]   first action of an event:
+ *                                               initial workers persisted
+ *                                               before anything changes
+ *     -> heroku_set_quantity (or dry run / skip)
+ *     -> scaler_apply -> store_save
+ *
+ * State is re-read from Redis at every poll, because Redis is the shared
+ * memory: another agent, or the Ruby gem, may have moved it. Every target
+ * is absolute (initial + depth), so an action whose state write was lost
+ * is simply sent again with the same quantity at the next poll.
+ */
+#include "agent.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define RETRY_MAX 60.0 /* s: cap of the backoff after failed actions */
+
+static void poll_end(agent_t *a);
+static void plan_action(agent_t *a);
+static void close_all(agent_t *a);
+
+static double wall_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- logging helpers ----------------------------------------------- */
+
+/* "default:12.3,critical:8.0" for the high queues of a decision. */
+static void format_high(const scaler_decision_t *d, char *buf, size_t size) {
+  size_t o = 0;
+  buf[0] = '\0';
+  size_t n = d->nhigh < SCALER_REPORT_MAX ? d->nhigh : SCALER_REPORT_MAX;
+  for (size_t i = 0; i < n && o < size; i++) {
+    int w = snprintf(buf + o, size - o, "%s%s:%.1f", i ? "," : "",
+                     d->high[i]->name, d->high[i]->latency);
+    if (w < 0) break;
+    o += (size_t)w;
+  }
+  if (o >= size && size > 4) memcpy(buf + size - 4, "...", 4);
+}
+
+static void log_action(agent_t *a, enum scaler_result result, const char *error) {
+  const scaler_decision_t *d = &a->decision;
+  const char *event = d->action == SCALER_RESTORE ? "restore" : "scale_up";
+  char queues[512], q1[600], q2[300], e[300];
+  format_high(d, queues, sizeof(queues));
+  long from = a->plan.kind == SCALER_PLAN_SEND ? a->plan.from : -1;
+  long to = a->plan.kind == SCALER_PLAN_SEND ? a->plan.quantity : -1;
+  enum log_level level = result == SCALER_FAILED ? LOG_ERROR : LOG_INFO;
+  char fromto[64] = "";
+  if (to >= 0) snprintf(fromto, sizeof(fromto), " from=%ld to=%ld", from, to);
+  char extra[400] = "";
+  if (result == SCALER_DRY_RUN)
+    snprintf(extra, sizeof(extra), " msg=%s",
+             log_quote(q2, sizeof(q2),
+                       d->action == SCALER_RESTORE ? "would restore" : "would scale"));
+  else if (error && *error)
+    snprintf(extra, sizeof(extra), " error=%s retry_in=%.3g",
+             log_quote(e, sizeof(e), error),
+             a->state.retry_at > a->now ? a->state.retry_at - a->now : 0.0);
+  log_event(a->log, level, event,
+            "formation=%s%s depth=%ld result=%s reason=%s duration=%.1f queues=%s"
+            " pool_usage=%.2f%s",
+            a->cfg->formation, fromto, d->depth, scaler_result_name(result),
+            d->reason, d->duration, log_quote(q1, sizeof(q1), queues),
+            a->stats ? a->stats->pool_usage : 0.0, extra);
+}
+
+/* ---- the poll ------------------------------------------------------ */
+
+static void poll_end(agent_t *a) {
+  sidekiq_stats_free(a->stats);
+  a->stats = NULL;
+  free(a->inputs);
+  a->inputs = NULL;
+  a->polling = 0;
+  if (a->stopping) close_all(a);
+}
+
+static void on_saved(int status, void *data) {
+  agent_t *a = data;
+  if (status < 0 && !a->stopping)
+    log_event(a->log, LOG_ERROR, "state_save_failed", "error=%s",
+              store_strerror(status));
+  poll_end(a);
+}
+
+static void finish_action(agent_t *a, enum scaler_result result, const char *error) {
+  double done = wall_now();
+  int ok = scaler_apply(&a->settings, &a->state, &a->decision, result, done) == 0;
+  if (!ok && result != SCALER_FAILED) result = SCALER_FAILED;
+  log_action(a, result, error);
+  agent_action_t *la = &a->last_action;
+  la->valid = 1;
+  la->action = a->decision.action;
+  la->result = result;
+  la->at = done;
+  la->from = a->plan.kind == SCALER_PLAN_SEND ? a->plan.from : -1;
+  la->to = a->plan.kind == SCALER_PLAN_SEND ? a->plan.quantity : -1;
+  snprintf(la->error, sizeof(la->error), "%s", error ? error : "");
+  if (!ok) { /* nothing persisted changed: the step is tried again */
+    poll_end(a);
+    return;
+  }
+  int rc = store_save(&a->store, &a->state, NULL, on_saved, a);
+  if (rc < 0) on_saved(rc, a);
+}
+
+/* Once a change was sent, its result is recorded even while stopping:
+ * the state write is what keeps the next leader from repeating it. */
+static void on_quantity_set(heroku_t *h, const heroku_result_t *res, void *data) {
+  (void)h;
+  agent_t *a = data;
+  if (res->status == 0) finish_action(a, SCALER_SCALED, NULL);
+  else if (res->status == HEROKU_E_LIMIT) finish_action(a, SCALER_MAXSCALE, res->detail);
+  else finish_action(a, SCALER_FAILED, res->detail);
+}
+
+static void on_initial_saved(int status, void *data) {
+  agent_t *a = data;
+  if (a->stopping) {
+    poll_end(a);
+    return;
+  }
+  if (status < 0) {
+    /* Without the initial count safely stored, changing the formation
+     * could make the original count unrecoverable. */
+    a->state.initial_workers = -1;
+    finish_action(a, SCALER_FAILED, store_strerror(status));
+    return;
+  }
+  plan_action(a);
+}
+
+static void store_initial(agent_t *a, long quantity) {
+  if (scaler_set_initial_workers(&a->state, quantity) != 0) {
+    char why[128];
+    snprintf(why, sizeof(why), "the formation's quantity %ld is out of range", quantity);
+    finish_action(a, SCALER_FAILED, why);
+    return;
+  }
+  log_event(a->log, LOG_INFO, "initial_workers", "formation=%s quantity=%ld",
+            a->cfg->formation, quantity);
+  int rc = store_save(&a->store, &a->state, NULL, on_initial_saved, a);
+  if (rc < 0) on_initial_saved(rc, a);
+}
+
+static void on_formation(heroku_t *h, const heroku_result_t *res, void *data) {
+  (void)h;
+  agent_t *a = data;
+  if (a->stopping) {
+    poll_end(a);
+    return;
+  }
+  if (res->status != 0) {
+    finish_action(a, SCALER_FAILED, res->detail);
+    return;
+  }
+  store_initial(a, res->quantity);
+}
+
+static void plan_action(agent_t *a) {
+  a->plan = scaler_plan_heroku(&a->settings, &a->state, &a->decision);
+  switch (a->plan.kind) {
+  case SCALER_PLAN_SKIP:
+    finish_action(a, a->plan.result, NULL);
+    return;
+  case SCALER_PLAN_NEED_INITIAL:
+    if (!a->have_heroku) {
+      /* dry run without credentials: nothing to read the formation with */
+      log_event(a->log, LOG_WARN, "initial_workers_assumed",
+                "formation=%s quantity=1 msg=\"dry run without Heroku credentials\"",
+                a->cfg->formation);
+      store_initial(a, 1);
+      return;
+    }
+    if (heroku_get_formation(&a->heroku, on_formation, a) != 0)
+      finish_action(a, SCALER_FAILED, "cannot start the formation request");
+    return;
+  case SCALER_PLAN_SEND:
+    if (a->cfg->dry_run) {
+      finish_action(a, SCALER_DRY_RUN, NULL);
+      return;
+    }
+    if (heroku_set_quantity(&a->heroku, a->plan.quantity, on_quantity_set, a) != 0)
+      finish_action(a, SCALER_FAILED, "cannot start the formation update");
+    return;
+  }
+}
+
+static void on_state_loaded(int status, const scaler_state_t *st,
+                            const char *warning, void *data) {
+  (void)warning; /* already logged by the store */
+  agent_t *a = data;
+  if (a->stopping || status < 0) {
+    if (!a->stopping)
+      log_event(a->log, LOG_WARN, "poll_failed", "step=state error=%s",
+                store_strerror(status));
+    poll_end(a);
+    return;
+  }
+  /* Runtime fields belong to the event this agent has been watching; a
+   * different event (or none) in Redis starts them afresh. */
+  scaler_state_t next = *st;
+  if (st->depth > 0 && st->depth == a->state.depth &&
+      st->event_started == a->state.event_started) {
+    next.ceiling_reached = a->state.ceiling_reached;
+  }
+  next.failures = a->state.failures;
+  next.retry_at = a->state.retry_at;
+  a->state = next;
+
+  sidekiq_stats_t *s = a->stats;
+  a->inputs = calloc(s->nqueues ? s->nqueues : 1, sizeof(*a->inputs));
+  if (a->inputs == NULL) {
+    poll_end(a);
+    return;
+  }
+  for (size_t i = 0; i < s->nqueues; i++) {
+    a->inputs[i].name = s->queues[i].name;
+    a->inputs[i].latency = s->queues[i].latency;
+  }
+  scaler_input_t in = {.queues = a->inputs,
+                       .nqueues = s->nqueues,
+                       .pool_usage = s->pool_usage,
+                       .now = a->now};
+  a->decision = scaler_step(&a->settings, &a->state, &in);
+  log_event(a->log, LOG_DEBUG, "poll",
+            "queues=%zu high=%zu max_latency=%.3f pool_usage=%.3f depth=%ld "
+            "action=%s reason=%s",
+            s->nqueues, a->decision.nhigh, a->decision.max_latency, s->pool_usage,
+            a->state.depth, scaler_action_name(a->decision.action),
+            a->decision.reason ? a->decision.reason : "");
+  if (a->decision.action == SCALER_NONE) {
+    poll_end(a);
+    return;
+  }
+  plan_action(a);
+}
+
+static void on_stats(int status, sidekiq_stats_t *stats, const char *detail,
+                     void *data) {
+  agent_t *a = data;
+  if (a->stopping || status < 0) {
+    if (!a->stopping) {
+      a->poll_errors++;
+      log_event(a->log, LOG_WARN, "poll_failed", "step=sidekiq error=\"%s\"",
+                detail ? detail : redis_strerror(status));
+    }
+    sidekiq_stats_free(stats);
+    poll_end(a);
+    return;
+  }
+  a->stats = stats;
+  a->now = stats->read_at;
+  int rc = store_load(&a->store, a->now, on_state_loaded, a);
+  if (rc < 0) on_state_loaded(rc, NULL, NULL, a);
+}
+
+static void poll_cb(uv_timer_t *t) {
+  agent_t *a = t->data;
+  if (a->stopping) return;
+  if (a->polling) {
+    log_event(a->log, LOG_WARN, "poll_skipped", "reason=previous_poll_running");
+    return;
+  }
+  if (a->redis.state != REDIS_STATE_READY) {
+    log_event(a->log, LOG_DEBUG, "poll_skipped", "reason=redis_not_connected");
+    return;
+  }
+  a->polling = 1;
+  a->polls++;
+  int rc = sidekiq_read(&a->redis, a->cfg->sidekiq_namespace, a->log, on_stats, a);
+  if (rc < 0) on_stats(rc, NULL, redis_strerror(rc), a);
+}
+
+/* ---- connection and signals ---------------------------------------- */
+
+static void on_redis_state(redis_t *r, enum redis_state st, int status,
+                           const char *detail, void *data) {
+  agent_t *a = data;
+  char url[512];
+  if (a->stopping) return;
+  if (st == REDIS_STATE_READY) {
+    redis_url_redacted(&r->url, url, sizeof(url));
+    log_event(a->log, LOG_INFO, "redis_connected", "url=%s", url);
+    a->redis_down_logged = 0;
+    /* poll at once rather than a whole interval after (re)connecting */
+    uv_timer_again(&a->poll_timer);
+    poll_cb(&a->poll_timer);
+  } else if (st == REDIS_STATE_DISCONNECTED && status < 0) {
+    /* One error line per outage; the retries are debug noise. */
+    enum log_level level = a->redis_down_logged ? LOG_DEBUG : LOG_ERROR;
+    char q[300];
+    redis_url_redacted(&r->url, url, sizeof(url));
+    log_event(a->log, level, "redis_unavailable", "url=%s error=%s", url,
+              log_quote(q, sizeof(q), detail ? detail : redis_strerror(status)));
+    a->redis_down_logged = 1;
+  }
+}
+
+/* A poll still running at shutdown gets this long to record what it did. */
+static void drain_timeout(uv_timer_t *t) {
+  agent_t *a = t->data;
+  log_event(a->log, LOG_WARN, "shutdown_forced", "reason=poll_still_running");
+  close_all(a);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  agent_t *a = s->data;
+  log_event(a->log, LOG_INFO, "shutdown", "signal=%s",
+            signum == SIGTERM ? "TERM" : "INT");
+  agent_stop(a, a->stop_cb);
+}
+
+/* ---- lifecycle ----------------------------------------------------- */
+
+static void maybe_stopped(agent_t *a) {
+  if (--a->handles_open == 0) {
+    store_close(&a->store);
+    sidekiq_stats_free(a->stats);
+    a->stats = NULL;
+    free(a->inputs);
+    a->inputs = NULL;
+    if (a->stop_cb) a->stop_cb(a);
+  }
+}
+
+static void handle_closed(uv_handle_t *h) { maybe_stopped(h->data); }
+static void redis_closed(redis_t *r) { maybe_stopped(r->opts.data); }
+static void heroku_closed(heroku_t *h) {
+  agent_t *a = (agent_t *)((char *)h - offsetof(agent_t, heroku));
+  maybe_stopped(a);
+}
+
+int agent_init(uv_loop_t *loop, agent_t *a, const config_t *cfg, log_t *log,
+               char *err, size_t errlen) {
+  memset(a, 0, sizeof(*a));
+  a->loop = loop;
+  a->cfg = cfg;
+  a->log = log;
+  a->state = SCALER_STATE_INIT;
+  a->settings = (scaler_settings_t){
+      .latency_threshold = cfg->latency_threshold,
+      .restored_threshold = cfg->latency_restored_threshold,
+      .usage_threshold = cfg->usage_threshold,
+      .alert_interval = cfg->alert_interval,
+      .retry_base = cfg->poll_interval,
+      .retry_max = cfg->poll_interval > RETRY_MAX ? cfg->poll_interval : RETRY_MAX,
+      .max_additional = cfg->max_additional_workers,
+      .queues = (const char *const *)cfg->queues,
+      .nqueues = cfg->nqueues,
+  };
+  if (scaler_settings_check(&a->settings, err, errlen) != 0) return -1;
+
+  redis_options_t ro;
+  redis_options_default(&ro);
+  ro.connect_timeout = cfg->request_timeout;
+  ro.request_timeout = cfg->request_timeout;
+  ro.log = log;
+  ro.on_state = on_redis_state;
+  ro.data = a;
+  if (redis_init(loop, &a->redis, cfg->redis_url, &ro) != 0) {
+    snprintf(err, errlen, "%s", redis_last_error(&a->redis));
+    return -1;
+  }
+  if (store_init(&a->store, &a->redis, cfg->state_namespace, cfg->formation, log) != 0) {
+    snprintf(err, errlen, "cannot set up the state keys");
+    redis_close(&a->redis, NULL);
+    return -1;
+  }
+  a->have_heroku = cfg->heroku_app != NULL && cfg->heroku_api_key != NULL;
+  if (a->have_heroku) {
+    heroku_options_t ho;
+    heroku_options_default(&ho);
+    ho.api_url = cfg->heroku_api_url;
+    ho.app = cfg->heroku_app;
+    ho.token = cfg->heroku_api_key;
+    ho.formation = cfg->formation;
+    ho.timeout = cfg->request_timeout;
+    ho.log = log;
+    if (heroku_init(loop, &a->heroku, &ho, err, errlen) != 0) {
+      store_close(&a->store);
+      redis_close(&a->redis, NULL);
+      return -1;
+    }
+  }
+  uv_timer_init(loop, &a->poll_timer);
+  uv_signal_init(loop, &a->sigterm);
+  uv_signal_init(loop, &a->sigint);
+  a->poll_timer.data = a->sigterm.data = a->sigint.data = a;
+  return 0;
+}
+
+int agent_start(agent_t *a, agent_stop_cb on_stopped) {
+  a->stop_cb = on_stopped;
+  uint64_t every = (uint64_t)(a->cfg->poll_interval * 1000.0);
+  if (every == 0) every = 1;
+  uv_timer_start(&a->poll_timer, poll_cb, every, every);
+  uv_signal_start(&a->sigterm, on_signal, SIGTERM);
+  uv_signal_start(&a->sigint, on_signal, SIGINT);
+  return redis_connect(&a->redis);
+}
+
+static void close_all(agent_t *a) {
+  if (a->closing) return;
+  a->closing = 1;
+  a->handles_open = 5 - (a->have_heroku ? 0 : 1);
+  uv_close((uv_handle_t *)&a->poll_timer, handle_closed);
+  uv_close((uv_handle_t *)&a->sigterm, handle_closed);
+  uv_close((uv_handle_t *)&a->sigint, handle_closed);
+  if (a->have_heroku) heroku_close(&a->heroku, heroku_closed);
+  redis_close(&a->redis, redis_closed);
+}
+
+void agent_stop(agent_t *a, agent_stop_cb cb) {
+  if (a->stopping) return;
+  a->stopping = 1;
+  if (cb) a->stop_cb = cb;
+  uv_signal_stop(&a->sigterm);
+  uv_signal_stop(&a->sigint);
+  if (!a->polling) {
+    close_all(a);
+    return;
+  }
+  /* Let the poll in flight finish (it starts no new action now), bounded
+   * by what its requests may take. */
+  double grace = 2 * a->cfg->request_timeout + 1;
+  uv_timer_start(&a->poll_timer, drain_timeout, (uint64_t)(grace * 1000), 0);
+}

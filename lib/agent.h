@@ -1,0 +1,78 @@
+/*
+ * agent: the running autoscaler. Wires one libuv loop: the poll timer,
+ * the Redis connection, the Platform API client and the signals, and runs
+ * one poll at a time through sidekiq -> store -> scaler -> heroku -> store.
+ */
+#ifndef SCALEKIQ_AGENT_H
+#define SCALEKIQ_AGENT_H
+
+#include <uv.h>
+
+#include "config.h"
+#include "heroku.h"
+#include "log.h"
+#include "redis.h"
+#include "scaler.h"
+#include "sidekiq.h"
+#include "store.h"
+
+typedef struct agent agent_t;
+typedef void (*agent_stop_cb)(agent_t *a);
+
+/* What the last action did, for logs and status. */
+typedef struct agent_action {
+  int valid;
+  enum scaler_action action;
+  enum scaler_result result;
+  double at;
+  long from, to;
+  char error[256];
+} agent_action_t;
+
+struct agent {
+  uv_loop_t *loop;
+  const config_t *cfg;
+  log_t *log;
+  redis_t redis;
+  store_t store;
+  heroku_t heroku;
+  int have_heroku; /* app and token configured */
+  uv_timer_t poll_timer;
+  uv_signal_t sigterm, sigint;
+  scaler_settings_t settings;
+  scaler_state_t state; /* as last loaded, plus the runtime fields */
+
+  /* the poll in flight */
+  int polling;
+  double now;
+  sidekiq_stats_t *stats;
+  scaler_queue_t *inputs;
+  scaler_decision_t decision;
+  scaler_plan_t plan;
+
+  agent_action_t last_action;
+  uint64_t polls, poll_errors;
+  int redis_down_logged;
+
+  int stopping; /* no new poll or action; the one in flight may finish */
+  int closing;  /* handles are being closed */
+  int handles_open;
+  agent_stop_cb stop_cb;
+  char err[256];
+};
+
+/* Prepares everything from cfg (which must outlive the agent). Returns 0,
+ * or -1 with err holding one line. */
+int agent_init(uv_loop_t *loop, agent_t *a, const config_t *cfg, log_t *log,
+               char *err, size_t errlen);
+
+/* Connects and starts polling; SIGTERM/SIGINT stop the agent, and
+ * on_stopped (may be NULL) runs once everything is closed. */
+int agent_start(agent_t *a, agent_stop_cb on_stopped);
+
+/* Stops polling, closes every handle; cb (may be NULL) once all are
+ * closed. Anything in flight is abandoned: it never half-applies, since
+ * state is only written after an action's result is known. */
+void agent_stop(agent_t *a, agent_stop_cb cb);
+
+#endif

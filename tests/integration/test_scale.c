@@ -1,0 +1,323 @@
+/*
+ * End to end: the scalekiq binary (`scalekiq run`) against a real
+ * redis-server and the fake Platform API, with sub-second intervals. The
+ * assertions are on what the fake received (the exact formation changes)
+ * and on the keys in Redis, read back as the Ruby gem would read them.
+ */
+#include <cjson/cJSON.h>
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fake_heroku.h"
+#include "testutil.h"
+
+#define TOKEN "e2e-token-0123456789"
+#define NS "amigo/autoscaler"
+#define INITIAL_KEY "amigo/autoscaler/heroku/worker/active_event_initial_workers"
+
+static test_redis_t R;
+static fake_heroku_t H;
+static char logpath[128];
+static char env_redis[128], env_api[128];
+
+static void start(void) {
+  test_redis_start(&R);
+  snprintf(logpath, sizeof(logpath), "%s/agent.log", R.dir);
+}
+
+static void stop(void) {
+  fake_heroku_stop(&H);
+  test_redis_stop(&R);
+}
+
+TestSuite(scale, .init = start, .fini = stop);
+
+/* ---- helpers ------------------------------------------------------- */
+
+static pid_t agent_start(const char *token, const char *const *extra) {
+  snprintf(env_redis, sizeof(env_redis), "SCALEKIQ_REDIS_URL=%s", R.url);
+  snprintf(env_api, sizeof(env_api), "HEROKU_API_URL=%s", fake_heroku_url(&H));
+  static char env_token[96];
+  snprintf(env_token, sizeof(env_token), "HEROKU_API_KEY=%s", token);
+  const char *env[16] = {env_redis,
+                         env_api,
+                         env_token,
+                         "HEROKU_APP_NAME=" FAKE_HEROKU_APP,
+                         "SCALEKIQ_POLL_INTERVAL=0.1",
+                         "SCALEKIQ_ALERT_INTERVAL=0.3",
+                         "SCALEKIQ_LATENCY_THRESHOLD=5",
+                         "SCALEKIQ_MAX_ADDITIONAL_WORKERS=2",
+                         "SCALEKIQ_REQUEST_TIMEOUT=2",
+                         NULL};
+  int n = 9;
+  for (int i = 0; extra && extra[i] && n < 15; i++) env[n++] = extra[i];
+  env[n] = NULL;
+  const char *argv[] = {SCALEKIQ_BIN, "run", NULL};
+  return test_spawn(argv, env, logpath);
+}
+
+static void push_old_job(const char *queue, double age) {
+  char job[256];
+  snprintf(job, sizeof(job),
+           "{\"class\":\"HardWorker\",\"args\":[1],\"queue\":\"%s\",\"jid\":"
+           "\"0123456789abcdef01234567\",\"created_at\":%.6f,\"enqueued_at\":%.6f}",
+           queue, test_now() - age, test_now() - age);
+  test_push_job(&R, NULL, queue, job);
+}
+
+/* Quantities of the PATCHes the fake received, in order (statuses too). */
+static int patches(long *qty, long *status, int max) {
+  cJSON *reqs = fake_heroku_requests(&H);
+  int n = 0;
+  const cJSON *r;
+  cJSON_ArrayForEach(r, reqs) {
+    if (strcmp(cJSON_GetObjectItem(r, "method")->valuestring, "PATCH") != 0) continue;
+    const cJSON *body = cJSON_GetObjectItem(r, "body");
+    const cJSON *q = body ? cJSON_GetObjectItem(body, "quantity") : NULL;
+    if (n < max) {
+      qty[n] = cJSON_IsNumber(q) ? (long)q->valuedouble : -1;
+      status[n] = (long)cJSON_GetObjectItem(r, "status")->valuedouble;
+    }
+    n++;
+  }
+  cJSON_Delete(reqs);
+  return n;
+}
+
+static int count_method(const char *method) {
+  cJSON *reqs = fake_heroku_requests(&H);
+  int n = 0;
+  const cJSON *r;
+  cJSON_ArrayForEach(r, reqs) {
+    if (strcmp(cJSON_GetObjectItem(r, "method")->valuestring, method) == 0) n++;
+  }
+  cJSON_Delete(reqs);
+  return n;
+}
+
+static int want_patches;
+static bool enough_patches(void *arg) {
+  (void)arg;
+  return count_method("PATCH") >= want_patches;
+}
+static void wait_patches(int n, double timeout) {
+  want_patches = n;
+  cr_assert(test_wait_for(enough_patches, NULL, timeout),
+            "expected %d PATCH requests, got %d; agent log:\n%s", n,
+            count_method("PATCH"), test_read_file(logpath));
+}
+
+static char *get_key(const char *key) {
+  redisReply *r = test_redis_cmd(&R, "GET %s", key);
+  char *v = r->type == REDIS_REPLY_STRING ? strdup(r->str) : NULL;
+  freeReplyObject(r);
+  return v;
+}
+
+static long want_depth;
+static bool depth_reached(void *arg) {
+  (void)arg;
+  char *v = get_key(NS "/depth");
+  bool ok = v && atol(v) >= want_depth;
+  free(v);
+  return ok;
+}
+static bool depth_zero_after_event(void *arg) {
+  (void)arg;
+  char *v = get_key(NS "/depth");
+  bool ok = v && strcmp(v, "0") == 0;
+  free(v);
+  return ok;
+}
+static void wait_depth(long d, double timeout) {
+  want_depth = d;
+  cr_assert(test_wait_for(depth_reached, NULL, timeout), "depth never reached %ld; log:\n%s",
+            d, test_read_file(logpath));
+}
+
+static const char *log_needle;
+static bool log_has(void *arg) {
+  (void)arg;
+  char *log = test_read_file(logpath);
+  bool ok = strstr(log, log_needle) != NULL;
+  free(log);
+  return ok;
+}
+static void wait_log(const char *needle, double timeout) {
+  log_needle = needle;
+  cr_assert(test_wait_for(log_has, NULL, timeout), "log never said \"%s\":\n%s", needle,
+            test_read_file(logpath));
+}
+
+/* A float as the gem writes it (Float#to_s): digits, a point, digits. */
+static void assert_float_string(const char *key) {
+  char *v = get_key(key);
+  cr_assert_not_null(v, "%s missing", key);
+  size_t i = 0;
+  while (v[i] >= '0' && v[i] <= '9') i++;
+  cr_assert(i > 0 && v[i] == '.' && v[i + 1] >= '0' && v[i + 1] <= '9',
+            "%s = \"%s\" is not a float string", key, v);
+  i++;
+  while (v[i] >= '0' && v[i] <= '9') i++;
+  cr_assert_eq(v[i], '\0', "%s = \"%s\"", key, v);
+  free(v);
+}
+
+static void assert_key(const char *key, const char *want) {
+  char *v = get_key(key);
+  if (want == NULL) cr_assert_null(v, "%s should be absent, is \"%s\"", key, v);
+  else cr_assert(v && strcmp(v, want) == 0, "%s = \"%s\", want \"%s\"", key, v ? v : "(nil)", want);
+  free(v);
+}
+
+/* ---- scenarios ----------------------------------------------------- */
+
+Test(scale, full_event_scales_1_2_3_stops_at_max_and_restores_1) {
+  fake_heroku_start(&H, TOKEN, "worker=1");
+  push_old_job("default", 30);
+  pid_t agent = agent_start(TOKEN, NULL);
+
+  wait_patches(2, 10);
+  assert_key(INITIAL_KEY, "1");
+  assert_float_string(NS "/latency_event_started");
+  /* maxscale: depth goes on, nothing is sent */
+  wait_depth(4, 10);
+  cr_assert_eq(count_method("PATCH"), 2, "a PATCH was sent beyond the maximum");
+  cr_assert_eq(fake_heroku_quantity(&H, "worker"), 3);
+
+  test_redis_cmd_free(&R, "DEL queue:default"); /* the backlog is gone */
+  wait_patches(3, 10);
+  cr_assert(test_wait_for(depth_zero_after_event, NULL, 5));
+
+  long qty[8], st[8];
+  int n = patches(qty, st, 8);
+  cr_assert_eq(n, 3);
+  cr_assert_eq(qty[0], 2);
+  cr_assert_eq(qty[1], 3);
+  cr_assert_eq(qty[2], 1);
+  cr_assert_eq(count_method("GET"), 1, "initial workers are read once per event");
+  cr_assert_eq(fake_heroku_quantity(&H, "worker"), 1);
+
+  /* the gem's format, read back as the gem reads it */
+  assert_key(NS "/depth", "0");
+  assert_key(NS "/latency_event_started", "0.0");
+  assert_float_string(NS "/last_alerted");
+  assert_key(INITIAL_KEY, NULL);
+
+  cr_assert_eq(test_stop(agent, SIGTERM, 10), 0, "agent did not exit cleanly");
+  char *log = test_read_file(logpath);
+  cr_assert_not_null(strstr(log, "event=scale_up formation=worker from=1 to=2 depth=1 result=scaled"), "%s", log);
+  cr_assert_not_null(strstr(log, "result=maxscale"), "%s", log);
+  cr_assert_not_null(strstr(log, "event=restore formation=worker from=3 to=1"), "%s", log);
+  cr_assert_null(strstr(log, TOKEN), "the token was logged");
+  free(log);
+}
+
+Test(scale, initial_zero_means_no_patch_at_all) {
+  fake_heroku_start(&H, TOKEN, "worker=0");
+  push_old_job("default", 30);
+  pid_t agent = agent_start(TOKEN, NULL);
+  wait_depth(3, 10);
+  cr_assert_eq(count_method("PATCH"), 0);
+  cr_assert_eq(count_method("GET"), 1);
+  wait_log("result=noscale", 5);
+  cr_assert_eq(test_stop(agent, SIGTERM, 10), 0);
+  cr_assert_eq(fake_heroku_quantity(&H, "worker"), 0);
+}
+
+/* The PATCHes that failed asked for 2, the first success is 2, the next
+ * step is 3: a failure never advances depth. */
+static void failing_patches_keep_the_step(int failures, int expect_failed_poll) {
+  fake_heroku_start(&H, TOKEN, "worker=1");
+  char rule[128];
+  snprintf(rule, sizeof(rule),
+           "{\"count\":%d,\"status\":503,\"id\":\"unavailable\",\"method\":\"PATCH\"}",
+           failures);
+  fake_heroku_control(&H, "POST", "/__fake/fail", rule);
+  push_old_job("default", 30);
+  pid_t agent = agent_start(TOKEN, NULL);
+  wait_patches(failures + 2, 20);
+  long qty[16], st[16];
+  int n = patches(qty, st, 16);
+  cr_assert_geq(n, failures + 2);
+  for (int i = 0; i < failures; i++) {
+    cr_assert_eq(st[i], 503, "PATCH #%d should have failed", i);
+    cr_assert_eq(qty[i], 2, "PATCH #%d after a failure asked for %ld, not 2", i, qty[i]);
+  }
+  cr_assert_eq(qty[failures], 2, "the first success is the same step");
+  cr_assert_eq(st[failures], 200);
+  cr_assert_eq(qty[failures + 1], 3, "depth skipped a step");
+  if (expect_failed_poll) wait_log("result=failed", 1);
+  cr_assert_eq(test_stop(agent, SIGTERM, 10), 0);
+}
+
+Test(scale, api_503_twice_is_retried_with_the_same_target) {
+  failing_patches_keep_the_step(2, 0);
+}
+
+Test(scale, failed_step_is_retried_at_the_next_poll_and_depth_never_skips) {
+  /* more failures than one call's attempts: the poll's step fails */
+  failing_patches_keep_the_step(4, 1);
+}
+
+Test(scale, unauthorized_is_logged_plainly_and_the_agent_stays_up) {
+  fake_heroku_start(&H, TOKEN, "worker=1");
+  push_old_job("default", 30);
+  pid_t agent = agent_start("wrong-token-abcdef", NULL);
+  wait_log("level=error event=scale_up", 10);
+  wait_log("401", 1);
+  cr_assert(test_alive(agent), "the agent died on a 401");
+  /* it keeps polling and does not change the formation */
+  cr_assert_eq(fake_heroku_quantity(&H, "worker"), 1);
+  cr_assert_eq(count_method("PATCH"), 0);
+  assert_key(NS "/depth", NULL);
+  cr_assert_eq(test_stop(agent, SIGTERM, 10), 0);
+  char *log = test_read_file(logpath);
+  cr_assert_null(strstr(log, "wrong-token-abcdef"), "the token was logged:\n%s", log);
+  free(log);
+}
+
+Test(scale, restart_mid_event_continues_the_event) {
+  fake_heroku_start(&H, TOKEN, "worker=1");
+  push_old_job("default", 30);
+  pid_t agent = agent_start(TOKEN, NULL);
+  wait_patches(1, 10);
+  cr_assert_eq(test_stop(agent, SIGTERM, 10), 0);
+  char *depth = get_key(NS "/depth");
+  cr_assert_str_eq(depth, "1");
+  free(depth);
+
+  agent = agent_start(TOKEN, NULL);
+  wait_patches(2, 10);
+  test_redis_cmd_free(&R, "DEL queue:default");
+  wait_patches(3, 10);
+  long qty[8], st[8];
+  cr_assert_eq(patches(qty, st, 8), 3);
+  cr_assert_eq(qty[0], 2);
+  cr_assert_eq(qty[1], 3);
+  cr_assert_eq(qty[2], 1, "restore must go back to the original count");
+  cr_assert_eq(count_method("GET"), 1, "the new agent read initial workers again");
+  cr_assert_eq(test_stop(agent, SIGTERM, 10), 0);
+}
+
+Test(scale, dry_run_decides_the_same_and_sends_no_patch) {
+  fake_heroku_start(&H, TOKEN, "worker=1");
+  push_old_job("default", 30);
+  const char *extra[] = {"SCALEKIQ_DRY_RUN=1", NULL};
+  pid_t agent = agent_start(TOKEN, extra);
+  wait_depth(3, 10);
+  test_redis_cmd_free(&R, "DEL queue:default");
+  cr_assert(test_wait_for(depth_zero_after_event, NULL, 10));
+  cr_assert_eq(test_stop(agent, SIGTERM, 10), 0);
+  cr_assert_eq(count_method("PATCH"), 0);
+  char *log = test_read_file(logpath);
+  cr_assert_not_null(strstr(log, "from=1 to=2 depth=1 result=dry_run"), "%s", log);
+  cr_assert_not_null(strstr(log, "from=2 to=3 depth=2 result=dry_run"), "%s", log);
+  cr_assert_not_null(strstr(log, "result=maxscale"), "%s", log);
+  cr_assert_not_null(strstr(log, "event=restore formation=worker from=3 to=1"), "%s", log);
+  free(log);
+}
