@@ -2,7 +2,8 @@
 # scalekiq's set-up script: installs what is missing (Debian 12, as root,
 # with apt-get), builds, and runs the demo or the test suite.
 #
-#   packaging/setup.sh demo    build, then a throwaway Redis with Sidekiq jobs
+#   packaging/setup.sh demo    build, then a latency event scaled end to end
+#                              (throwaway Redis, fake Platform API)
 #   packaging/setup.sh test    build with -Werror, then the whole test suite
 #   packaging/setup.sh build   just build (./build/scalekiq)
 set -euo pipefail
@@ -50,49 +51,88 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-DEMO_DIR= DEMO_PID=
+DEMO_DIR= DEMO_PIDS=()
 demo_cleanup() {
-  [ -n "$DEMO_PID" ] && kill "$DEMO_PID" 2>/dev/null && wait "$DEMO_PID" 2>/dev/null
+  local pid
+  for pid in "${DEMO_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${DEMO_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   [ -n "$DEMO_DIR" ] && rm -rf "$DEMO_DIR"
   return 0
 }
 
+# Waits up to $1 seconds for the command after it to succeed.
+wait_until() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@"; do
+    [ $SECONDS -ge $deadline ] && return 1
+    sleep 0.2
+  done
+}
+
 demo() {
-  local dir port
-  dir=$(mktemp -d /tmp/scalekiq-demo-XXXXXX)
-  DEMO_DIR=$dir
+  DEMO_DIR=$(mktemp -d /tmp/scalekiq-demo-XXXXXX)
+  trap demo_cleanup EXIT
+  local dir=$DEMO_DIR port token=demo-token-not-secret
   port=$(free_port)
   say "starting a throwaway redis-server on 127.0.0.1:$port"
   redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
     --dir "$dir" --logfile "$dir/redis.log" --daemonize no >/dev/null 2>&1 &
-  DEMO_PID=$!
-  trap demo_cleanup EXIT
+  DEMO_PIDS+=($!)
   local cli=(redis-cli -p "$port")
-  for _ in $(seq 50); do "${cli[@]}" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  wait_until 10 "${cli[@]}" ping >/dev/null 2>&1 || { echo "redis-server did not start" >&2; exit 1; }
 
-  say "pushing jobs the way Sidekiq's client does (SADD queues, LPUSH queue:NAME)"
-  local now
+  say "starting the fake Heroku Platform API (formation worker=1)"
+  python3 "$ROOT/tests/fakes/fake_heroku.py" --port 0 --token "$token" --app demo-app \
+    --formation worker=1 --quiet >"$dir/fake.out" 2>"$dir/fake.log" &
+  DEMO_PIDS+=($!)
+  wait_until 10 grep -q listening "$dir/fake.out" || { cat "$dir/fake.log" >&2; exit 1; }
+  local api
+  api="http://$(awk '{print $2}' "$dir/fake.out")"
+
+  say "a latency spike: 20 jobs waiting for 30 s in queue default, pushed as Sidekiq's client does"
+  local now i
   now=$(date +%s.%N)
-  job() { # queue, age in seconds, Sidekiq 8 milliseconds (1) or 7 float seconds (0)
-    local ts
-    if [ "$3" = 1 ]; then ts=$(awk -v n="$now" -v a="$2" 'BEGIN{printf "%.0f", (n-a)*1000}')
-    else ts=$(awk -v n="$now" -v a="$2" 'BEGIN{printf "%.6f", n-a}'); fi
-    "${cli[@]}" sadd queues "$1" >/dev/null
-    "${cli[@]}" lpush "queue:$1" "{\"class\":\"HardWorker\",\"args\":[1],\"retry\":true,\"queue\":\"$1\",\"jid\":\"$(openssl rand -hex 12)\",\"created_at\":$ts,\"enqueued_at\":$ts}" >/dev/null
-  }
-  job default 42.5 0
-  job default 3 0
-  job critical 7.25 1
-  job mailers 0.5 0
-  "${cli[@]}" sadd queues low >/dev/null
-  "${cli[@]}" sadd processes demo.1:4242:0f1e2d >/dev/null
-  "${cli[@]}" hset demo.1:4242:0f1e2d busy 3 info '{"hostname":"demo.1","concurrency":5}' >/dev/null
+  "${cli[@]}" sadd queues default critical >/dev/null
+  for i in $(seq 20); do
+    "${cli[@]}" lpush queue:default "{\"class\":\"HardWorker\",\"args\":[$i],\"retry\":true,\"queue\":\"default\",\"jid\":\"$(openssl rand -hex 12)\",\"created_at\":$(awk -v n="$now" 'BEGIN{printf "%.6f", n-30}'),\"enqueued_at\":$(awk -v n="$now" 'BEGIN{printf "%.6f", n-30}')}" >/dev/null
+  done
 
-  export SCALEKIQ_REDIS_URL="redis://127.0.0.1:$port/0"
   say "scalekiq queues"
-  "$BUILD/scalekiq" queues
-  say "scalekiq queues --json"
-  "$BUILD/scalekiq" queues --json
+  SCALEKIQ_REDIS_URL="redis://127.0.0.1:$port/0" "$BUILD/scalekiq" queues
+
+  say "scalekiq run (poll every 0.5 s, alert interval 2 s, threshold 5 s, at most 2 more workers)"
+  SCALEKIQ_REDIS_URL="redis://127.0.0.1:$port/0" HEROKU_API_URL="$api" \
+  HEROKU_API_KEY="$token" HEROKU_APP_NAME=demo-app \
+  SCALEKIQ_POLL_INTERVAL=0.5 SCALEKIQ_ALERT_INTERVAL=2 SCALEKIQ_LATENCY_THRESHOLD=5 \
+  SCALEKIQ_MAX_ADDITIONAL_WORKERS=2 SCALEKIQ_SOCKET="$dir/scalekiq.sock" \
+    "$BUILD/scalekiq" run > >(tee "$dir/agent.log") &
+  local agent=$!
+  DEMO_PIDS+=($agent)
+  wait_until 60 grep -q "result=maxscale" "$dir/agent.log" ||
+    { echo "the agent never reached its maximum" >&2; exit 1; }
+
+  say "the workers catch up: the queue drains"
+  while [ "$("${cli[@]}" llen queue:default)" -gt 0 ]; do
+    "${cli[@]}" rpop queue:default >/dev/null
+    sleep 0.05
+  done
+  wait_until 60 grep -q "event=restore" "$dir/agent.log" ||
+    { echo "the agent never restored the formation" >&2; exit 1; }
+  kill -TERM "$agent"
+  wait "$agent" || true
+
+  say "what the Platform API received, in order"
+  python3 - "$api" <<'PY'
+import json, sys, urllib.request
+reqs = json.load(urllib.request.urlopen(sys.argv[1] + "/__fake/requests"))
+for r in reqs:
+    body = r.get("body")
+    print("  %-5s %s %s -> %s" % (r["method"], r["path"], json.dumps(body) if body else "", r["status"]))
+PY
+  say "shared state left in Redis (the gem's keys)"
+  "${cli[@]}" --no-raw mget amigo/autoscaler/depth amigo/autoscaler/last_alerted \
+    amigo/autoscaler/latency_event_started amigo/autoscaler/heroku/worker/active_event_initial_workers
 }
 
 case "${1:-}" in
