@@ -1,7 +1,7 @@
 /*
  * agent: owns the loop's wiring and the order of one poll:
  *
- *   sidekiq_read -> store_load -> scaler_step
+ *   sidekiq_read (with the state read in its first round trip) -> scaler_step
  *     -> [heroku_get_formation -> store_save]   first action of an event:
  *                                               initial workers persisted
  *                                               before anything changes
@@ -199,24 +199,22 @@ static void plan_action(agent_t *a) {
   }
 }
 
-static void on_state_loaded(int status, const scaler_state_t *st,
-                            const char *warning, void *data) {
-  (void)warning; /* already logged by the store */
+/* Round trip 1 carries the state read: its reply arrives here first. */
+static void on_state_reply(redisReply **rep, size_t n, void *data) {
   agent_t *a = data;
-  if (a->stopping || status < 0) {
-    if (!a->stopping)
-      log_event(a->log, LOG_WARN, "poll_failed", "step=state error=%s",
-                store_strerror(status));
-    poll_end(a);
-    return;
-  }
+  char warning[1024];
+  a->loaded_status = n == 1 ? store_load_parse(&a->store, rep[0], wall_now(),
+                                               &a->loaded, warning, sizeof(warning))
+                            : REDIS_E_PROTOCOL;
+}
+
+static void decide(agent_t *a) {
   /* Runtime fields belong to the event this agent has been watching; a
    * different event (or none) in Redis starts them afresh. */
-  scaler_state_t next = *st;
-  if (st->depth > 0 && st->depth == a->state.depth &&
-      st->event_started == a->state.event_started) {
+  scaler_state_t next = a->loaded;
+  if (next.depth > 0 && next.depth == a->state.depth &&
+      next.event_started == a->state.event_started)
     next.ceiling_reached = a->state.ceiling_reached;
-  }
   next.failures = a->state.failures;
   next.retry_at = a->state.retry_at;
   a->state = next;
@@ -238,10 +236,11 @@ static void on_state_loaded(int status, const scaler_state_t *st,
   a->decision = scaler_step(&a->settings, &a->state, &in);
   log_event(a->log, LOG_DEBUG, "poll",
             "queues=%zu high=%zu max_latency=%.3f pool_usage=%.3f depth=%ld "
-            "action=%s reason=%s",
+            "action=%s reason=%s round_trips=%llu",
             s->nqueues, a->decision.nhigh, a->decision.max_latency, s->pool_usage,
             a->state.depth, scaler_action_name(a->decision.action),
-            a->decision.reason ? a->decision.reason : "");
+            a->decision.reason ? a->decision.reason : "",
+            (unsigned long long)(a->redis.stats.writes - a->poll_writes));
   if (a->decision.action == SCALER_NONE) {
     poll_end(a);
     return;
@@ -252,20 +251,27 @@ static void on_state_loaded(int status, const scaler_state_t *st,
 static void on_stats(int status, sidekiq_stats_t *stats, const char *detail,
                      void *data) {
   agent_t *a = data;
-  if (a->stopping || status < 0) {
-    if (!a->stopping) {
-      a->poll_errors++;
-      log_event(a->log, LOG_WARN, "poll_failed", "step=sidekiq error=\"%s\"",
-                detail ? detail : redis_strerror(status));
-    }
-    sidekiq_stats_free(stats);
+  a->stats = stats;
+  if (a->stopping) {
     poll_end(a);
     return;
   }
-  a->stats = stats;
+  const char *step = "sidekiq";
+  if (status == 0 && a->loaded_status < 0) {
+    status = a->loaded_status;
+    detail = store_strerror(status);
+    step = "state";
+  }
+  if (status < 0) {
+    a->poll_errors++;
+    char q[300];
+    log_event(a->log, LOG_WARN, "poll_failed", "step=%s error=%s", step,
+              log_quote(q, sizeof(q), detail ? detail : redis_strerror(status)));
+    poll_end(a);
+    return;
+  }
   a->now = stats->read_at;
-  int rc = store_load(&a->store, a->now, on_state_loaded, a);
-  if (rc < 0) on_state_loaded(rc, NULL, NULL, a);
+  decide(a);
 }
 
 static void poll_cb(uv_timer_t *t) {
@@ -281,7 +287,13 @@ static void poll_cb(uv_timer_t *t) {
   }
   a->polling = 1;
   a->polls++;
-  int rc = sidekiq_read(&a->redis, a->cfg->sidekiq_namespace, a->log, on_stats, a);
+  a->poll_writes = a->redis.stats.writes;
+  a->loaded_status = REDIS_E_PROTOCOL; /* until its reply says otherwise */
+  redis_pipeline_t p;
+  redis_pipeline_init(&p);
+  store_load_append(&a->store, &p);
+  int rc = sidekiq_read_with(&a->redis, a->cfg->sidekiq_namespace, a->log, &p,
+                             on_state_reply, on_stats, a);
   if (rc < 0) on_stats(rc, NULL, redis_strerror(rc), a);
 }
 

@@ -46,12 +46,15 @@ struct agent {
   int polling;
   double now;
   sidekiq_stats_t *stats;
+  scaler_state_t loaded; /* the persisted state as this poll read it */
+  int loaded_status;     /* 0, or why it could not be read */
   scaler_queue_t *inputs;
   scaler_decision_t decision;
   scaler_plan_t plan;
 
   agent_action_t last_action;
   uint64_t polls, poll_errors;
+  uint64_t poll_writes; /* redis round trips before this poll began */
   int redis_down_logged;
 
   int stopping; /* no new poll or action; the one in flight may finish */

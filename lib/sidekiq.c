@@ -111,6 +111,8 @@ typedef struct read_ctx {
   char *prefix; /* "ns:" or "" */
   log_t *log;
   sidekiq_read_cb cb;
+  sidekiq_extra_cb extra_cb;
+  size_t nextra; /* the caller's commands ahead of ours in round trip 1 */
   void *data;
   sidekiq_stats_t *stats;
   char **procs; /* process identities, round trip 2 */
@@ -233,6 +235,8 @@ static void read_step1(redis_t *r, int status, redisReply **rep, size_t n,
     finish(ctx, status, redis_strerror(status));
     return;
   }
+  if (ctx->extra_cb) ctx->extra_cb(rep, ctx->nextra, ctx->data);
+  rep += ctx->nextra;
   char detail[256];
   char **names = NULL;
   size_t nnames = 0;
@@ -278,27 +282,34 @@ static void read_step1(redis_t *r, int status, redisReply **rep, size_t n,
   if (rc < 0) finish(ctx, rc, redis_strerror(rc));
 }
 
-int sidekiq_read(redis_t *r, const char *ns, log_t *log, sidekiq_read_cb cb,
-                 void *data) {
+int sidekiq_read_with(redis_t *r, const char *ns, log_t *log,
+                      redis_pipeline_t *p, sidekiq_extra_cb extra_cb,
+                      sidekiq_read_cb cb, void *data) {
   read_ctx_t *ctx = calloc(1, sizeof(*ctx));
-  if (ctx == NULL) return REDIS_E_NOMEM;
   size_t nslen = ns ? strlen(ns) : 0;
-  ctx->prefix = malloc(nslen + 2);
-  ctx->stats = calloc(1, sizeof(*ctx->stats));
-  if (ctx->prefix == NULL || ctx->stats == NULL) {
-    ctx_free(ctx);
+  if (ctx == NULL || (ctx->prefix = malloc(nslen + 2)) == NULL ||
+      (ctx->stats = calloc(1, sizeof(*ctx->stats))) == NULL) {
+    if (ctx) ctx_free(ctx);
+    redis_pipeline_reset(p);
     return REDIS_E_NOMEM;
   }
   if (nslen) snprintf(ctx->prefix, nslen + 2, "%s:", ns);
   else ctx->prefix[0] = '\0';
   ctx->log = log;
   ctx->cb = cb;
+  ctx->extra_cb = extra_cb;
+  ctx->nextra = p->ncmds;
   ctx->data = data;
-  redis_pipeline_t p;
-  redis_pipeline_init(&p);
-  redis_pipeline_appendf(&p, "SMEMBERS %squeues", ctx->prefix);
-  redis_pipeline_appendf(&p, "SMEMBERS %sprocesses", ctx->prefix);
-  int rc = redis_pipeline_send(r, &p, read_step1, ctx);
+  redis_pipeline_appendf(p, "SMEMBERS %squeues", ctx->prefix);
+  redis_pipeline_appendf(p, "SMEMBERS %sprocesses", ctx->prefix);
+  int rc = redis_pipeline_send(r, p, read_step1, ctx);
   if (rc < 0) ctx_free(ctx);
   return rc;
+}
+
+int sidekiq_read(redis_t *r, const char *ns, log_t *log, sidekiq_read_cb cb,
+                 void *data) {
+  redis_pipeline_t p;
+  redis_pipeline_init(&p);
+  return sidekiq_read_with(r, ns, log, &p, NULL, cb, data);
 }

@@ -83,4 +83,13 @@ typedef void (*sidekiq_read_cb)(int status, sidekiq_stats_t *stats,
 int sidekiq_read(redis_t *r, const char *ns, log_t *log, sidekiq_read_cb cb,
                  void *data);
 
+/* The same read, with the caller's commands riding along in its first
+ * round trip: p holds them (it is consumed), and their replies go to
+ * extra_cb, before cb and only when that round trip was answered. This is
+ * how a poll reads the shared state without a third round trip. */
+typedef void (*sidekiq_extra_cb)(redisReply **replies, size_t n, void *data);
+int sidekiq_read_with(redis_t *r, const char *ns, log_t *log,
+                      redis_pipeline_t *p, sidekiq_extra_cb extra_cb,
+                      sidekiq_read_cb cb, void *data);
+
 #endif

@@ -130,7 +130,7 @@ void store_format_state(const scaler_state_t *st, char depth[STORE_INT_LEN],
 /* ---- load ---------------------------------------------------------- */
 
 typedef struct load_ctx {
-  log_t *log;
+  const store_t *store;
   double now;
   store_load_cb cb;
   void *data;
@@ -146,6 +146,40 @@ static const char *value_text(redisReply *v) {
   return v->str;
 }
 
+int store_load_parse(const store_t *s, redisReply *a, double now,
+                     scaler_state_t *out, char *warning, size_t wlen) {
+  char q[600];
+  warning[0] = '\0';
+  if (a != NULL && a->type == REDIS_REPLY_ERROR) {
+    log_event(s->log, LOG_ERROR, "store_load_failed", "error=%s",
+              log_quote(q, sizeof(q), a->str));
+    return STORE_E_REPLY;
+  }
+  if (a == NULL || a->type != REDIS_REPLY_ARRAY || a->elements != 4)
+    return REDIS_E_PROTOCOL;
+  for (size_t i = 0; i < 4; i++) {
+    int t = a->element[i]->type;
+    if (t != REDIS_REPLY_STRING && t != REDIS_REPLY_NIL) return REDIS_E_PROTOCOL;
+  }
+  /* The elements come in the order store_load_append asked for them. */
+  int reset = scaler_state_parse(
+      out, value_text(a->element[0]), value_text(a->element[1]),
+      value_text(a->element[2]), value_text(a->element[3]), now, warning, wlen);
+  if (reset) {
+    if (warning[0] == '\0') snprintf(warning, wlen, "persisted state reset");
+    char wq[1100];
+    log_event(s->log, LOG_WARN, "store_state_reset", "detail=%s",
+              log_quote(wq, sizeof(wq), warning));
+  }
+  return 0;
+}
+
+int store_load_append(const store_t *s, redis_pipeline_t *p) {
+  if (s->k_depth == NULL) return REDIS_E_INVALID;
+  return redis_pipeline_appendf(p, "MGET %s %s %s %s", s->k_depth, s->k_last_alerted,
+                                s->k_event_started, s->k_initial);
+}
+
 static void on_load(redis_t *r, int status, redisReply **rep, size_t n,
                     void *data) {
   (void)r;
@@ -155,50 +189,23 @@ static void on_load(redis_t *r, int status, redisReply **rep, size_t n,
     ctx.cb(status, NULL, NULL, ctx.data);
     return;
   }
-  char q[600];
-  redisReply *a = n == 1 ? rep[0] : NULL;
-  if (a != NULL && a->type == REDIS_REPLY_ERROR) {
-    log_event(ctx.log, LOG_ERROR, "store_load_failed", "error=%s",
-              log_quote(q, sizeof(q), a->str));
-    ctx.cb(STORE_E_REPLY, NULL, NULL, ctx.data);
-    return;
-  }
-  if (a == NULL || a->type != REDIS_REPLY_ARRAY || a->elements != 4) {
-    ctx.cb(REDIS_E_PROTOCOL, NULL, NULL, ctx.data);
-    return;
-  }
-  for (size_t i = 0; i < 4; i++) {
-    int t = a->element[i]->type;
-    if (t != REDIS_REPLY_STRING && t != REDIS_REPLY_NIL) {
-      ctx.cb(REDIS_E_PROTOCOL, NULL, NULL, ctx.data);
-      return;
-    }
-  }
   scaler_state_t st;
   char why[1024];
-  int reset = scaler_state_parse(
-      &st, value_text(a->element[0]), value_text(a->element[1]),
-      value_text(a->element[2]), value_text(a->element[3]), ctx.now, why,
-      sizeof(why));
-  const char *warning = NULL;
-  if (reset) {
-    warning = why[0] != '\0' ? why : "persisted state reset";
-    char wq[1100];
-    log_event(ctx.log, LOG_WARN, "store_state_reset", "detail=%s",
-              log_quote(wq, sizeof(wq), warning));
-  }
-  ctx.cb(0, &st, warning, ctx.data);
+  status = store_load_parse(ctx.store, n == 1 ? rep[0] : NULL, ctx.now, &st, why,
+                            sizeof(why));
+  if (status < 0) ctx.cb(status, NULL, NULL, ctx.data);
+  else ctx.cb(0, &st, why[0] ? why : NULL, ctx.data);
 }
 
 int store_load(store_t *s, double now, store_load_cb cb, void *data) {
   if (s->k_depth == NULL || cb == NULL) return REDIS_E_INVALID;
   load_ctx_t *ctx = malloc(sizeof(*ctx));
   if (ctx == NULL) return REDIS_E_NOMEM;
-  *ctx = (load_ctx_t){.log = s->log, .now = now, .cb = cb, .data = data};
-  /* Order matters: on_load hands the elements to scaler_state_parse in
-   * this order. */
-  int rc = redis_command(s->redis, on_load, ctx, "MGET %s %s %s %s", s->k_depth,
-                         s->k_last_alerted, s->k_event_started, s->k_initial);
+  *ctx = (load_ctx_t){.store = s, .now = now, .cb = cb, .data = data};
+  redis_pipeline_t p;
+  redis_pipeline_init(&p);
+  store_load_append(s, &p);
+  int rc = redis_pipeline_send(s->redis, &p, on_load, ctx);
   if (rc < 0) free(ctx);
   return rc;
 }

@@ -74,6 +74,15 @@ typedef void (*store_load_cb)(int status, const scaler_state_t *state,
  * later, or returns a negative code without calling cb. */
 int store_load(store_t *s, double now, store_load_cb cb, void *data);
 
+/* The same read as two halves, so a caller can put it in a pipeline of its
+ * own (the agent sends it with Sidekiq's first round trip): append the one
+ * command, then parse its reply. store_load_parse returns 0 with *out set
+ * (warning "" or why something was reset, already logged), or
+ * STORE_E_REPLY / REDIS_E_PROTOCOL. */
+int store_load_append(const store_t *s, redis_pipeline_t *p);
+int store_load_parse(const store_t *s, redisReply *reply, double now,
+                     scaler_state_t *out, char *warning, size_t wlen);
+
 /* status: 0 written; STORE_E_NOT_LEADER nothing written; else a redis
  * code or STORE_E_REPLY. Redis does not roll back a script that fails
  * midway, but the only step here that can fail on its own (the fencing

@@ -321,3 +321,38 @@ Test(scale, dry_run_decides_the_same_and_sends_no_patch) {
   cr_assert_not_null(strstr(log, "event=restore formation=worker from=3 to=1"), "%s", log);
   free(log);
 }
+
+static bool five_polls(void *arg) {
+  (void)arg;
+  char *log = test_read_file(logpath);
+  int n = 0;
+  for (char *p = log; (p = strstr(p, "event=poll ")) != NULL; p++) n++;
+  free(log);
+  return n >= 5;
+}
+
+Test(scale, a_poll_costs_two_round_trips_whatever_the_queues) {
+  fake_heroku_start(&H, TOKEN, "worker=1");
+  for (int i = 0; i < 200; i++) {
+    char q[32];
+    snprintf(q, sizeof(q), "queue%03d", i);
+    push_old_job(q, 1); /* young: nothing to do, just to read */
+  }
+  const char *extra[] = {"SCALEKIQ_LOG_LEVEL=debug", NULL};
+  pid_t agent = agent_start(TOKEN, extra);
+  cr_assert(test_wait_for(five_polls, NULL, 10), "%s", test_read_file(logpath));
+  cr_assert_eq(test_stop(agent, SIGTERM, 10), 0);
+  char *log = test_read_file(logpath);
+  int polls = 0;
+  for (char *p = log; (p = strstr(p, "event=poll ")) != NULL; p++) {
+    char *end = strchr(p, '\n');
+    char *rt = strstr(p, "round_trips=");
+    cr_assert(rt != NULL && (end == NULL || rt < end), "no round_trips in a poll line");
+    cr_assert_eq(atoi(rt + strlen("round_trips=")), 2, "a poll took %d round trips",
+                 atoi(rt + strlen("round_trips=")));
+    cr_assert_not_null(strstr(p, "queues=200 "), "not every queue was read");
+    polls++;
+  }
+  cr_assert_geq(polls, 5);
+  free(log);
+}
