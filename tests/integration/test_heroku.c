@@ -34,21 +34,11 @@ static void on_result(heroku_t *h, const heroku_result_t *r, void *data) {
   if (data) *(heroku_result_t *)data = *r;
 }
 
-static void wake(uv_timer_t *t) { (void)t; }
-
-/* Runs the loop until *counter reaches target or the deadline passes; an
- * unreferenced timer wakes the loop to notice the deadline. */
 static int run_until(int *counter, int target, double seconds) {
-  uv_timer_t w;
-  uv_timer_init(&loop, &w);
-  uv_timer_start(&w, wake, 20, 20);
-  uv_unref((uv_handle_t *)&w);
-  uint64_t end = uv_hrtime() + (uint64_t)(seconds * 1e9);
-  while (*counter < target && uv_hrtime() < end) uv_run(&loop, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&w, NULL);
-  uv_run(&loop, UV_RUN_NOWAIT);
-  return *counter >= target;
+  return test_loop_until(&loop, counter, target, seconds);
 }
+
+static void wake(uv_timer_t *t) { (void)t; }
 
 /* Runs until nothing is left on the loop (or the deadline). */
 static int drain(double seconds) {

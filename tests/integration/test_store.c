@@ -55,19 +55,8 @@ static void on_load(int status, const scaler_state_t *st, const char *warn,
   snprintf(warning, sizeof(warning), "%s", warn ? warn : "");
 }
 
-static void wake(uv_timer_t *t) { (void)t; }
-
-/* Runs the loop until *counter reaches target or the deadline passes; a
- * timer guarantees the loop wakes up to notice the deadline. */
 static int run_until(int *counter, int target, double seconds) {
-  uv_timer_t deadline;
-  uv_timer_init(&loop, &deadline);
-  uv_timer_start(&deadline, wake, (uint64_t)(seconds * 1000), 0);
-  uint64_t end = uv_hrtime() + (uint64_t)(seconds * 1e9);
-  while (*counter < target && uv_hrtime() < end) uv_run(&loop, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&deadline, NULL);
-  uv_run(&loop, UV_RUN_NOWAIT);
-  return *counter >= target;
+  return test_loop_until(&loop, counter, target, seconds);
 }
 
 static void start(void) {

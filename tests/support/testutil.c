@@ -326,3 +326,18 @@ char *test_read_file(const char *path) {
   buf[len] = '\0';
   return buf;
 }
+
+static void wake(uv_timer_t *t) { (void)t; }
+
+bool test_loop_until(uv_loop_t *loop, const int *counter, int target,
+                     double seconds) {
+  uv_timer_t w;
+  uv_timer_init(loop, &w);
+  uv_timer_start(&w, wake, 20, 20);
+  uv_unref((uv_handle_t *)&w);
+  uint64_t end = uv_hrtime() + (uint64_t)(seconds * 1e9);
+  while (*counter < target && uv_hrtime() < end) uv_run(loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&w, NULL);
+  uv_run(loop, UV_RUN_NOWAIT);
+  return *counter >= target;
+}

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <uv.h>
 
 typedef struct test_redis {
   pid_t pid;
@@ -62,6 +63,12 @@ int test_stop(pid_t pid, int sig, double timeout);
 bool test_alive(pid_t pid);
 /* The whole file, NUL-terminated ("" when missing); caller frees. */
 char *test_read_file(const char *path);
+
+/* Runs loop until *counter reaches target or seconds pass (a timer wakes
+ * the loop to notice the deadline, so it never blocks for good). Returns
+ * whether the target was reached. */
+bool test_loop_until(uv_loop_t *loop, const int *counter, int target,
+                     double seconds);
 
 /* Polls cond every few milliseconds until it is true or timeout passes. */
 bool test_wait_for(bool (*cond)(void *), void *arg, double timeout);
