@@ -27,6 +27,7 @@
 static void poll_end(agent_t *a);
 static void plan_action(agent_t *a);
 static void close_all(agent_t *a);
+static int still_leading(agent_t *a);
 
 static double wall_now(void) {
   struct timespec ts;
@@ -90,7 +91,10 @@ static void poll_end(agent_t *a) {
 
 static void on_saved(int status, void *data) {
   agent_t *a = data;
-  if (status < 0 && !a->stopping)
+  if (status == STORE_E_NOT_LEADER)
+    log_event(a->log, LOG_WARN, "state_write_fenced",
+              "msg=\"another agent leads now; it takes over from the shared state\"");
+  else if (status < 0)
     log_event(a->log, LOG_ERROR, "state_save_failed", "error=%s",
               store_strerror(status));
   poll_end(a);
@@ -113,7 +117,7 @@ static void finish_action(agent_t *a, enum scaler_result result, const char *err
     poll_end(a);
     return;
   }
-  int rc = store_save(&a->store, &a->state, NULL, on_saved, a);
+  int rc = store_save(&a->store, &a->state, leader_id(&a->leader), on_saved, a);
   if (rc < 0) on_saved(rc, a);
 }
 
@@ -152,7 +156,7 @@ static void store_initial(agent_t *a, long quantity) {
   }
   log_event(a->log, LOG_INFO, "initial_workers", "formation=%s quantity=%ld",
             a->cfg->formation, quantity);
-  int rc = store_save(&a->store, &a->state, NULL, on_initial_saved, a);
+  int rc = store_save(&a->store, &a->state, leader_id(&a->leader), on_initial_saved, a);
   if (rc < 0) on_initial_saved(rc, a);
 }
 
@@ -163,6 +167,7 @@ static void on_formation(heroku_t *h, const heroku_result_t *res, void *data) {
     poll_end(a);
     return;
   }
+  if (!still_leading(a)) return;
   if (res->status != 0) {
     finish_action(a, SCALER_FAILED, res->detail);
     return;
@@ -170,7 +175,18 @@ static void on_formation(heroku_t *h, const heroku_result_t *res, void *data) {
   store_initial(a, res->quantity);
 }
 
+/* The lease is checked again right before anything leaves the agent: a
+ * leader frozen mid-poll (SIGSTOP, a long GC pause of the host) wakes up
+ * with an expired lease and must not act on what it read before. */
+static int still_leading(agent_t *a) {
+  if (leader_is_leader(&a->leader)) return 1;
+  log_event(a->log, LOG_WARN, "action_dropped", "reason=not_leader");
+  poll_end(a);
+  return 0;
+}
+
 static void plan_action(agent_t *a) {
+  if (!still_leading(a)) return;
   a->plan = scaler_plan_heroku(&a->settings, &a->state, &a->decision);
   switch (a->plan.kind) {
   case SCALER_PLAN_SKIP:
@@ -281,6 +297,7 @@ static void poll_cb(uv_timer_t *t) {
     log_event(a->log, LOG_WARN, "poll_skipped", "reason=previous_poll_running");
     return;
   }
+  if (!leader_is_leader(&a->leader)) return; /* followers do not poll */
   if (a->redis.state != REDIS_STATE_READY) {
     log_event(a->log, LOG_DEBUG, "poll_skipped", "reason=redis_not_connected");
     return;
@@ -319,6 +336,18 @@ static void on_redis_state(redis_t *r, enum redis_state st, int status,
     log_event(a->log, level, "redis_unavailable", "url=%s error=%s", url,
               log_quote(q, sizeof(q), detail ? detail : redis_strerror(status)));
     a->redis_down_logged = 1;
+  }
+}
+
+static void on_leader_change(leader_t *l, int is_leader, const char *why,
+                             void *data) {
+  (void)l;
+  (void)why; /* the leader module logs the change */
+  agent_t *a = data;
+  if (is_leader && !a->stopping) {
+    /* act now, not a whole poll interval after winning */
+    uv_timer_again(&a->poll_timer);
+    poll_cb(&a->poll_timer);
   }
 }
 
@@ -392,6 +421,19 @@ int agent_init(uv_loop_t *loop, agent_t *a, const config_t *cfg, log_t *log,
     redis_close(&a->redis, NULL);
     return -1;
   }
+  leader_options_t lo = {.key_leader = a->store.k_leader,
+                         .key_fence = a->store.k_fence,
+                         .identity = cfg->identity,
+                         .ttl = cfg->lock_ttl,
+                         .tick = cfg->lock_tick,
+                         .log = log,
+                         .on_change = on_leader_change,
+                         .data = a};
+  if (leader_init(loop, &a->leader, &a->redis, &lo, err, errlen) != 0) {
+    store_close(&a->store);
+    redis_close(&a->redis, NULL);
+    return -1;
+  }
   a->have_heroku = cfg->heroku_app != NULL && cfg->heroku_api_key != NULL;
   if (a->have_heroku) {
     heroku_options_t ho;
@@ -403,6 +445,7 @@ int agent_init(uv_loop_t *loop, agent_t *a, const config_t *cfg, log_t *log,
     ho.timeout = cfg->request_timeout;
     ho.log = log;
     if (heroku_init(loop, &a->heroku, &ho, err, errlen) != 0) {
+      leader_close(&a->leader, NULL);
       store_close(&a->store);
       redis_close(&a->redis, NULL);
       return -1;
@@ -422,18 +465,38 @@ int agent_start(agent_t *a, agent_stop_cb on_stopped) {
   uv_timer_start(&a->poll_timer, poll_cb, every, every);
   uv_signal_start(&a->sigterm, on_signal, SIGTERM);
   uv_signal_start(&a->sigint, on_signal, SIGINT);
-  return redis_connect(&a->redis);
+  int rc = redis_connect(&a->redis);
+  if (rc == 0) rc = leader_start(&a->leader);
+  return rc;
 }
 
-static void close_all(agent_t *a) {
-  if (a->closing) return;
-  a->closing = 1;
-  a->handles_open = 5 - (a->have_heroku ? 0 : 1);
+static void leader_closed(leader_t *l) {
+  maybe_stopped((agent_t *)((char *)l - offsetof(agent_t, leader)));
+}
+
+static void close_handles(agent_t *a) {
+  a->handles_open = 6 - (a->have_heroku ? 0 : 1);
   uv_close((uv_handle_t *)&a->poll_timer, handle_closed);
   uv_close((uv_handle_t *)&a->sigterm, handle_closed);
   uv_close((uv_handle_t *)&a->sigint, handle_closed);
   if (a->have_heroku) heroku_close(&a->heroku, heroku_closed);
+  leader_close(&a->leader, leader_closed);
   redis_close(&a->redis, redis_closed);
+}
+
+static void on_released(leader_t *l, int status, void *data) {
+  (void)l;
+  (void)status; /* logged by the leader module; the lease runs out anyway */
+  close_handles(data);
+}
+
+/* Shutdown, once no poll is in flight: hand the lock over first, so a
+ * follower wins at its next tick instead of after a whole TTL. */
+static void close_all(agent_t *a) {
+  if (a->closing) return;
+  a->closing = 1;
+  uv_timer_stop(&a->poll_timer);
+  if (leader_release(&a->leader, on_released, a) != 0) close_handles(a);
 }
 
 void agent_stop(agent_t *a, agent_stop_cb cb) {

@@ -1,7 +1,8 @@
 /*
  * agent: the running autoscaler. Wires one libuv loop: the poll timer,
- * the Redis connection, the Platform API client and the signals, and runs
- * one poll at a time through sidekiq -> store -> scaler -> heroku -> store.
+ * the Redis connection, the leader lock, the Platform API client and the
+ * signals. Only the leader polls, one poll at a time, through
+ * sidekiq -> store -> scaler -> heroku -> store.
  */
 #ifndef SCALEKIQ_AGENT_H
 #define SCALEKIQ_AGENT_H
@@ -10,6 +11,7 @@
 
 #include "config.h"
 #include "heroku.h"
+#include "leader.h"
 #include "log.h"
 #include "redis.h"
 #include "scaler.h"
@@ -35,6 +37,7 @@ struct agent {
   log_t *log;
   redis_t redis;
   store_t store;
+  leader_t leader;
   heroku_t heroku;
   int have_heroku; /* app and token configured */
   uv_timer_t poll_timer;

@@ -369,7 +369,7 @@ static int release(leader_t *l, const char *why, leader_release_cb done, void *d
   } else {
     l->epoch++; /* a pending acquire's win is void: the release deletes it */
   }
-  set_current(l, "", 0);
+  l->current[0] = '\0'; /* unknown until the next tick's answer */
   l->release_done = done;
   l->release_data = data;
   /* Sent even when not leading: the key may still hold our id (a renewal

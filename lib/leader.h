@@ -41,8 +41,8 @@ typedef struct leader leader_t;
  * (no successful renewal in time), "released" or "stepped_down". */
 typedef void (*leader_change_cb)(leader_t *l, int is_leader, const char *why,
                                  void *data);
-/* status: 0 (the key was deleted if it was still ours), or a redis code:
- * the key then expires by its TTL. */
+/* status: 0 (the key was deleted if it was still ours), or a redis code
+ * (REDIS_E_PROTOCOL for an error reply): the key then expires by its TTL. */
 typedef void (*leader_release_cb)(leader_t *l, int status, void *data);
 typedef void (*leader_close_cb)(leader_t *l);
 

@@ -1,0 +1,262 @@
+/*
+ * Many dynos, one actor: several `scalekiq run` processes against one
+ * redis-server and one fake Platform API. Whoever leads, each formation
+ * change reaches the API exactly once and in order, an event survives the
+ * death of its leader, and an agent that was frozen past its lease neither
+ * changes the formation nor writes state until it wins the lock again.
+ */
+#include <cjson/cJSON.h>
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fake_heroku.h"
+#include "testutil.h"
+
+#define TOKEN "dynos-token-0123456789"
+#define NS "amigo/autoscaler"
+#define INITIAL_KEY "amigo/autoscaler/heroku/worker/active_event_initial_workers"
+#define MAX_AGENTS 5
+
+static test_redis_t R;
+static fake_heroku_t H;
+static pid_t agents[MAX_AGENTS];
+static char logs[MAX_AGENTS][160];
+static char env_redis[128], env_api[128], env_dyno[MAX_AGENTS][32];
+
+static void start(void) {
+  test_redis_start(&R);
+  fake_heroku_start(&H, TOKEN, "worker=1");
+}
+
+static void stop(void) {
+  for (int i = 0; i < MAX_AGENTS; i++)
+    if (agents[i] > 0) test_stop(agents[i], SIGKILL, 5);
+  fake_heroku_stop(&H);
+  test_redis_stop(&R);
+}
+
+TestSuite(dynos, .init = start, .fini = stop);
+
+static void agent_up(int i) {
+  snprintf(env_redis, sizeof(env_redis), "SCALEKIQ_REDIS_URL=%s", R.url);
+  snprintf(env_api, sizeof(env_api), "HEROKU_API_URL=%s", fake_heroku_url(&H));
+  snprintf(env_dyno[i], sizeof(env_dyno[i]), "DYNO=worker.%d", i + 1);
+  snprintf(logs[i], sizeof(logs[i]), "%s/agent%d.log", R.dir, i + 1);
+  const char *env[] = {env_redis,
+                       env_api,
+                       env_dyno[i],
+                       "HEROKU_API_KEY=" TOKEN,
+                       "HEROKU_APP_NAME=" FAKE_HEROKU_APP,
+                       "SCALEKIQ_POLL_INTERVAL=0.1",
+                       "SCALEKIQ_ALERT_INTERVAL=0.4",
+                       "SCALEKIQ_LATENCY_THRESHOLD=5",
+                       "SCALEKIQ_MAX_ADDITIONAL_WORKERS=2",
+                       "SCALEKIQ_LOCK_TTL=0.9",
+                       "SCALEKIQ_LOCK_TICK=0.15",
+                       "SCALEKIQ_REQUEST_TIMEOUT=2",
+                       NULL};
+  const char *argv[] = {SCALEKIQ_BIN, "run", NULL};
+  agents[i] = test_spawn(argv, env, logs[i]);
+}
+
+static void push_old_job(void) {
+  char job[256];
+  double t = test_now() - 30;
+  snprintf(job, sizeof(job),
+           "{\"class\":\"HardWorker\",\"args\":[1],\"queue\":\"default\",\"jid\":"
+           "\"0123456789abcdef01234567\",\"created_at\":%.6f,\"enqueued_at\":%.6f}",
+           t, t);
+  test_push_job(&R, NULL, "default", job);
+}
+
+static char *get_key(const char *key) {
+  redisReply *r = test_redis_cmd(&R, "GET %s", key);
+  char *v = r->type == REDIS_REPLY_STRING ? strdup(r->str) : NULL;
+  freeReplyObject(r);
+  return v;
+}
+
+/* The index of the agent whose dyno holds the lock, or -1. */
+static int leader_index(void) {
+  char *v = get_key(NS "/leader");
+  int idx = -1;
+  if (v && strncmp(v, "worker.", 7) == 0) idx = atoi(v + 7) - 1;
+  free(v);
+  return idx;
+}
+
+static int not_this;
+static bool someone_else_leads(void *arg) {
+  (void)arg;
+  int i = leader_index();
+  return i >= 0 && i != not_this;
+}
+static bool anyone_leads(void *arg) {
+  (void)arg;
+  return leader_index() >= 0;
+}
+
+static int patch_list(long *qty, int max) {
+  cJSON *reqs = fake_heroku_requests(&H);
+  int n = 0;
+  const cJSON *r;
+  cJSON_ArrayForEach(r, reqs) {
+    if (strcmp(cJSON_GetObjectItem(r, "method")->valuestring, "PATCH") != 0) continue;
+    const cJSON *q = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "body"), "quantity");
+    if (n < max) qty[n] = cJSON_IsNumber(q) ? (long)q->valuedouble : -1;
+    n++;
+  }
+  cJSON_Delete(reqs);
+  return n;
+}
+
+static int count_method(const char *method) {
+  cJSON *reqs = fake_heroku_requests(&H);
+  int n = 0;
+  const cJSON *r;
+  cJSON_ArrayForEach(r, reqs)
+    if (strcmp(cJSON_GetObjectItem(r, "method")->valuestring, method) == 0) n++;
+  cJSON_Delete(reqs);
+  return n;
+}
+
+static int want;
+static bool patches_at_least(void *arg) {
+  (void)arg;
+  return count_method("PATCH") >= want;
+}
+static void wait_patches(int n, double timeout) {
+  want = n;
+  cr_assert(test_wait_for(patches_at_least, NULL, timeout), "expected %d PATCHes, got %d", n,
+            count_method("PATCH"));
+}
+
+static long want_depth;
+static bool depth_at_least(void *arg) {
+  (void)arg;
+  char *v = get_key(NS "/depth");
+  bool ok = v && atol(v) >= want_depth;
+  free(v);
+  return ok;
+}
+static bool depth_zero(void *arg) {
+  (void)arg;
+  char *v = get_key(NS "/depth");
+  bool ok = v && strcmp(v, "0") == 0;
+  free(v);
+  return ok;
+}
+
+/* 2, 3, then the restore to 1: each exactly once, in order. */
+static void assert_one_clean_event(void) {
+  long qty[16];
+  int n = patch_list(qty, 16);
+  cr_assert_eq(n, 3, "PATCHes: %d (a change was sent twice, or lost)", n);
+  cr_assert_eq(qty[0], 2);
+  cr_assert_eq(qty[1], 3);
+  cr_assert_eq(qty[2], 1);
+  cr_assert_eq(count_method("GET"), 1, "initial workers read more than once");
+  cr_assert_eq(fake_heroku_quantity(&H, "worker"), 1);
+}
+
+/* The first step is done and recorded: PATCH 2 sent, depth 1 stored. (A
+ * leader killed between its PATCH and its state write is the fault
+ * suite's business: the next leader then sends the same target again.) */
+static void wait_first_step(void) {
+  wait_patches(1, 10);
+  want_depth = 1;
+  cr_assert(test_wait_for(depth_at_least, NULL, 10), "depth 1 never recorded");
+}
+
+static void finish_event(void) {
+  want_depth = 4; /* past the maximum: nothing more is sent */
+  cr_assert(test_wait_for(depth_at_least, NULL, 15));
+  test_redis_cmd_free(&R, "DEL queue:default");
+  wait_patches(3, 15);
+  cr_assert(test_wait_for(depth_zero, NULL, 10));
+}
+
+Test(dynos, three_agents_one_event_each_change_once) {
+  for (int i = 0; i < 3; i++) agent_up(i);
+  cr_assert(test_wait_for(anyone_leads, NULL, 10));
+  push_old_job();
+  finish_event();
+  assert_one_clean_event();
+  for (int i = 0; i < 3; i++) {
+    cr_assert_eq(test_stop(agents[i], SIGTERM, 10), 0, "agent %d exit", i + 1);
+    agents[i] = 0;
+  }
+  cr_assert_null(get_key(NS "/leader"), "the lock outlived the agents");
+}
+
+Test(dynos, kill_9_of_the_leader_mid_event) {
+  for (int i = 0; i < 3; i++) agent_up(i);
+  cr_assert(test_wait_for(anyone_leads, NULL, 10));
+  push_old_job();
+  wait_first_step();
+  int l = leader_index();
+  cr_assert_geq(l, 0);
+  char *initial = get_key(INITIAL_KEY);
+  cr_assert_str_eq(initial, "1");
+  free(initial);
+  cr_assert_eq(test_stop(agents[l], SIGKILL, 5), 128 + SIGKILL);
+  agents[l] = 0;
+  not_this = l;
+  cr_assert(test_wait_for(someone_else_leads, NULL, 10), "no new leader");
+  finish_event();
+  assert_one_clean_event();
+}
+
+Test(dynos, sigterm_hands_leadership_over) {
+  for (int i = 0; i < 3; i++) agent_up(i);
+  cr_assert(test_wait_for(anyone_leads, NULL, 10));
+  int l = leader_index();
+  cr_assert_eq(test_stop(agents[l], SIGTERM, 10), 0);
+  agents[l] = 0;
+  not_this = l;
+  cr_assert(test_wait_for(someone_else_leads, NULL, 5), "no follower took over");
+  char *log = test_read_file(logs[l]);
+  cr_assert_not_null(strstr(log, "event=leader_released"), "%s", log);
+  free(log);
+}
+
+Test(dynos, frozen_leader_past_its_lease_does_nothing_when_it_wakes) {
+  for (int i = 0; i < 3; i++) agent_up(i);
+  cr_assert(test_wait_for(anyone_leads, NULL, 10));
+  push_old_job();
+  wait_first_step();
+  int l = leader_index();
+  kill(agents[l], SIGSTOP);
+  not_this = l;
+  cr_assert(test_wait_for(someone_else_leads, NULL, 10), "no takeover");
+  want_depth = 3;
+  cr_assert(test_wait_for(depth_at_least, NULL, 15));
+  kill(agents[l], SIGCONT);
+  finish_event();
+  assert_one_clean_event();
+  char *log = test_read_file(logs[l]);
+  cr_assert_not_null(strstr(log, "event=leader_lost"), "the frozen agent never noticed:\n%s",
+                     log);
+  free(log);
+}
+
+Test(dynos, redis_restart_mid_event) {
+  for (int i = 0; i < 3; i++) agent_up(i);
+  cr_assert(test_wait_for(anyone_leads, NULL, 10));
+  push_old_job();
+  wait_first_step();
+  /* an empty Redis after the restart would end the event: keep the data */
+  test_redis_cmd_free(&R, "SAVE");
+  test_redis_kill(&R);
+  test_redis_restart(&R);
+  char *depth = get_key(NS "/depth");
+  cr_assert_str_eq(depth, "1", "the restart lost the event's state");
+  free(depth);
+  cr_assert(test_wait_for(anyone_leads, NULL, 10), "nobody leads after the restart");
+  finish_event();
+  assert_one_clean_event();
+}
