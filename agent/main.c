@@ -1,4 +1,5 @@
 /* scalekiq: dispatch to a subcommand. */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -54,6 +55,9 @@ int cli_load_config(config_t *cfg, log_t *log, int argc, char **argv,
 }
 
 int main(int argc, char **argv) {
+  /* A peer that hangs up mid-write (Redis, a control client) must be an
+   * EPIPE for the writer to handle, not the death of the agent. */
+  signal(SIGPIPE, SIG_IGN);
   if (argc < 2) {
     fputs(usage, stderr);
     return EXIT_USAGE;
