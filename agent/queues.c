@@ -84,10 +84,11 @@ static void on_state(redis_t *r, enum redis_state state, int status,
   } else if (state == REDIS_STATE_DISCONNECTED && status < 0) {
     char url[512];
     redis_url_redacted(&r->url, url, sizeof(url));
-    fprintf(stderr,
-            "scalekiq: cannot reach Redis at %s (from %s): %s\n"
-            "scalekiq: check that Redis is up and the URL is right\n",
-            url, run->cfg->redis_url_source, detail);
+    fprintf(stderr, "scalekiq: cannot reach Redis at %s (from %s): %s\n", url,
+            run->cfg->redis_url_source, detail);
+    /* A TLS failure's detail already says which setting to change. */
+    if (status != REDIS_E_TLS)
+      fprintf(stderr, "scalekiq: check that Redis is up and the URL is right\n");
     run->status = EXIT_FAIL;
     redis_close(r, NULL);
   }
@@ -120,6 +121,7 @@ int cmd_queues(int argc, char **argv) {
   opts.log = &run.log;
   opts.on_state = on_state;
   opts.data = &run;
+  config_redis_tls(&cfg, &opts.tls);
   if (redis_init(&loop, &run.redis, cfg.redis_url, &opts) != 0) {
     fprintf(stderr, "scalekiq: %s\n", redis_last_error(&run.redis));
     run.status = EXIT_USAGE;

@@ -412,6 +412,7 @@ int agent_init(uv_loop_t *loop, agent_t *a, const config_t *cfg, log_t *log,
   ro.log = log;
   ro.on_state = on_redis_state;
   ro.data = a;
+  config_redis_tls(cfg, &ro.tls);
   if (redis_init(loop, &a->redis, cfg->redis_url, &ro) != 0) {
     snprintf(err, errlen, "%s", redis_last_error(&a->redis));
     return -1;

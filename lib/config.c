@@ -902,3 +902,10 @@ void config_describe(const config_t *cfg, char *buf, size_t size) {
   describe_num(buf, size, &len, "request_timeout", cfg->request_timeout);
   describe_str(buf, size, &len, "identity", cfg->identity);
 }
+
+void config_redis_tls(const config_t *cfg, redis_tls_options_t *out) {
+  out->no_verify = cfg->redis_tls_verify == CONFIG_TLS_VERIFY_NONE;
+  out->ca_file = cfg->redis_tls_ca_file;
+  out->cert_file = cfg->redis_tls_cert_file;
+  out->key_file = cfg->redis_tls_key_file;
+}

@@ -87,6 +87,10 @@ int config_load(config_t *cfg, char *const *envp, int argc, char *const *argv,
 
 void config_free(config_t *cfg);
 
+/* The Redis client's TLS options from cfg (used for rediss:// only). The
+ * strings stay cfg's. */
+void config_redis_tls(const config_t *cfg, redis_tls_options_t *out);
+
 /* One logfmt line ("key=value ...") of the effective settings, safe to
  * log: the Redis password is masked and the token is only "set"/"unset".
  * Truncated to fit size. */

@@ -8,6 +8,13 @@
  * separate heap object because a libuv handle cannot be reused after
  * uv_close(): a dropped connection is marked dead and freed by its close
  * callback, while the client moves on to the next attempt.
+ *
+ * rediss:// adds one layer under the stream and nothing else: after the
+ * TCP connect, a TLS handshake runs (ciphertext in and out through the
+ * same stream, within the same connect deadline) before AUTH/SELECT;
+ * afterwards reads are decrypted before they reach the hiredis reader and
+ * writes encrypted before they reach uv_write. Every TLS failure is an
+ * ordinary conn_drop, so errors, timeouts and reconnects are shared.
  */
 #include "redis.h"
 
@@ -20,7 +27,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tls.h"
+
 #define READ_CHUNK 65536
+#define WRITE_ERROR_GRACE_MS 1000 /* see write_done */
 
 struct redis_req {
   redis_req_t *next;
@@ -49,6 +59,8 @@ struct redis_conn {
   int resolving; /* resolve_req in flight */
   int stream_open;
   redisReader *reader;
+  tls_conn_t *tls; /* rediss://, once TCP is connected; NULL otherwise */
+  int tls_ready;   /* handshake done: application data flows */
   char rbuf[READ_CHUNK];
 };
 
@@ -61,6 +73,8 @@ typedef struct write_req {
 static void conn_drop(redis_t *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void start_attempt(redis_t *r);
+static void session_start(redis_t *r);
+static void drop_soon(redis_t *r, int status, const char *why, uint64_t delay_ms);
 static void arm_deadline(redis_t *r);
 static void deadline_cb(uv_timer_t *t);
 
@@ -76,6 +90,7 @@ const char *redis_strerror(int code) {
   case REDIS_E_CLOSED: return "Redis client closed";
   case REDIS_E_AUTH: return "Redis refused AUTH or SELECT";
   case REDIS_E_UNSUPPORTED: return "not supported";
+  case REDIS_E_TLS: return "Redis TLS error";
   default: return "unknown error";
   }
 }
@@ -354,13 +369,16 @@ static void handle_closed(uv_handle_t *h) {
   if (--r->handles_open == 0 && r->closing && r->close_cb) r->close_cb(r);
 }
 
+static void conn_free(redis_conn_t *c) {
+  if (c->reader) redisReaderFree(c->reader);
+  tls_conn_free(c->tls);
+  free(c);
+}
+
 static void conn_stream_closed(uv_handle_t *h) {
   redis_conn_t *c = h->data;
   c->stream_open = 0;
-  if (!c->resolving) {
-    if (c->reader) redisReaderFree(c->reader);
-    free(c);
-  }
+  if (!c->resolving) conn_free(c);
 }
 
 /* Detaches c from its client and closes what it holds; freed once libuv
@@ -372,8 +390,7 @@ static void conn_release(redis_conn_t *c) {
   } else if (c->resolving) {
     uv_cancel((uv_req_t *)&c->resolve_req);
   } else {
-    if (c->reader) redisReaderFree(c->reader);
-    free(c);
+    conn_free(c);
   }
 }
 
@@ -430,19 +447,70 @@ static void write_done(uv_write_t *w, int status) {
   redis_conn_t *c = wr->conn;
   free(wr->buf);
   free(wr);
+  /* A failed write means the peer has gone, and what it sent before going
+   * (a TLS alert such as "certificate required", an error reply) says why
+   * far better than "connection reset". libuv reports the write before
+   * the read, so let the read side drop the connection: on a dead socket
+   * it gets that data, then EOF or the error, at the next poll. The timer
+   * is only a fallback should it not. */
   if (status < 0 && c->r)
-    conn_drop(c->r, REDIS_E_IO, "write to Redis failed: %s", uv_strerror(status));
+    drop_soon(c->r, REDIS_E_IO, uv_strerror(status), WRITE_ERROR_GRACE_MS);
+}
+
+/* Hands buf (owned from now on) to the stream as it is. Returns 0, or an
+ * error code with why set. */
+static int stream_write(redis_conn_t *c, char *buf, size_t len, char *why,
+                        size_t whylen) {
+  write_req_t *wr = malloc(sizeof(*wr));
+  if (wr == NULL) {
+    free(buf);
+    snprintf(why, whylen, "out of memory");
+    return REDIS_E_NOMEM;
+  }
+  wr->conn = c;
+  wr->buf = buf;
+  uv_buf_t b = uv_buf_init(buf, (unsigned)len);
+  int rc = uv_write(&wr->req, &c->h.stream, &b, 1, write_done);
+  if (rc < 0) {
+    free(buf);
+    free(wr);
+    snprintf(why, whylen, "%s", uv_strerror(rc));
+    return REDIS_E_IO;
+  }
+  return 0;
+}
+
+/* Sends what TLS has produced (handshake messages, alerts, records). */
+static int tls_flush(redis_conn_t *c, char *why, size_t whylen) {
+  char *buf;
+  size_t len;
+  if (tls_take_output(c->tls, &buf, &len) != 0) {
+    snprintf(why, whylen, "out of memory");
+    return REDIS_E_NOMEM;
+  }
+  return len ? stream_write(c, buf, len, why, whylen) : 0;
+}
+
+/* Writes plaintext buf (owned from now on): as it is on a plain
+ * connection, as TLS records on a TLS one. */
+static int conn_write(redis_conn_t *c, char *buf, size_t len, char *why,
+                      size_t whylen) {
+  if (c->tls == NULL) return stream_write(c, buf, len, why, whylen);
+  int rc = tls_write(c->tls, buf, len, why, whylen);
+  free(buf);
+  if (rc != 0) return REDIS_E_TLS;
+  return tls_flush(c, why, whylen);
 }
 
 /* flush_queue runs inside redis_pipeline_send, whose callers are promised
- * their callback later, never before send returns: a failure there drops
- * the connection from the deadline timer at the next loop iteration. */
-static void drop_soon(redis_t *r, int status, const char *why) {
-  if (r->drop_status == 0) {
-    r->drop_status = status;
-    snprintf(r->err, sizeof(r->err), "write to Redis failed: %s", why);
-  }
-  uv_timer_start(&r->deadline_timer, deadline_cb, 0, 0);
+ * their callback later, never before send returns: a failure there (or a
+ * failed write, see write_done) drops the connection from the deadline
+ * timer at the next loop iteration, unless a read drops it first. */
+static void drop_soon(redis_t *r, int status, const char *why, uint64_t delay_ms) {
+  if (r->drop_status != 0) return; /* already on its way out */
+  r->drop_status = status;
+  snprintf(r->err, sizeof(r->err), "write to Redis failed: %s", why);
+  uv_timer_start(&r->deadline_timer, deadline_cb, delay_ms, 0);
 }
 
 /* Writes every queued request that is not written yet, as one write. */
@@ -452,12 +520,9 @@ static void flush_queue(redis_t *r, int handshake_only) {
   for (redis_req_t *q = r->head; q; q = q->next)
     if (!q->written && (!handshake_only || q->handshake)) total += q->len;
   if (total == 0) return;
-  write_req_t *wr = malloc(sizeof(*wr));
   char *buf = malloc(total);
-  if (wr == NULL || buf == NULL) {
-    free(wr);
-    free(buf);
-    drop_soon(r, REDIS_E_NOMEM, "out of memory writing to Redis");
+  if (buf == NULL) {
+    drop_soon(r, REDIS_E_NOMEM, "out of memory", 0);
     return;
   }
   size_t off = 0;
@@ -470,14 +535,10 @@ static void flush_queue(redis_t *r, int handshake_only) {
     q->buf = NULL;
     q->written = 1;
   }
-  wr->conn = c;
-  wr->buf = buf;
-  uv_buf_t b = uv_buf_init(buf, (unsigned)total);
-  int rc = uv_write(&wr->req, &c->h.stream, &b, 1, write_done);
+  char why[200];
+  int rc = conn_write(c, buf, total, why, sizeof(why));
   if (rc < 0) {
-    free(buf);
-    free(wr);
-    drop_soon(r, REDIS_E_IO, uv_strerror(rc));
+    drop_soon(r, rc, why, 0);
     return;
   }
   r->stats.writes++;
@@ -530,18 +591,13 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   *buf = uv_buf_init(c->rbuf, sizeof(c->rbuf));
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  redis_conn_t *c = s->data;
-  redis_t *r = c->r;
-  if (r == NULL || nread == 0) return;
-  if (nread < 0) {
-    conn_drop(r, REDIS_E_IO, "Redis connection lost: %s",
-              nread == UV_EOF ? "closed by the server" : uv_strerror((int)nread));
-    return;
-  }
-  if (redisReaderFeed(c->reader, buf->base, (size_t)nread) != REDIS_OK) {
+/* Plaintext from Redis: parsed, and every complete reply handed out.
+ * Returns whether c is still the client's connection. */
+static int feed_replies(redis_t *r, redis_conn_t *c, const char *data,
+                        size_t len) {
+  if (redisReaderFeed(c->reader, data, len) != REDIS_OK) {
     conn_drop(r, REDIS_E_PROTOCOL, "Redis protocol error: %s", c->reader->errstr);
-    return;
+    return 0;
   }
   /* A callback may close the client or drop the connection: stop as soon
    * as this connection is no longer the current one. */
@@ -550,12 +606,77 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     if (redisReaderGetReply(c->reader, &reply) != REDIS_OK) {
       conn_drop(r, REDIS_E_PROTOCOL, "Redis protocol error: %s",
                 c->reader->errstr);
-      return;
+      return 0;
     }
     if (reply == NULL) break;
     dispatch_reply(r, reply);
   }
-  if (r->conn == c) arm_deadline(r);
+  if (r->conn != c) return 0;
+  arm_deadline(r);
+  return 1;
+}
+
+/* Ciphertext from Redis: it drives the handshake until that is done, then
+ * is decrypted for the reader. It arrives in c->rbuf, which is reused for
+ * the plaintext once tls_feed has copied it. */
+static void tls_input(redis_t *r, redis_conn_t *c, const char *data, size_t len) {
+  char why[256];
+  int rc;
+  if (tls_feed(c->tls, data, len) != 0) {
+    conn_drop(r, REDIS_E_NOMEM, "out of memory reading from Redis");
+    return;
+  }
+  if (!c->tls_ready) {
+    int hs = tls_handshake(c->tls, why, sizeof(why));
+    if (hs == TLS_ERROR) {
+      char ignored[64];
+      tls_flush(c, ignored, sizeof(ignored)); /* best effort: our alert */
+      conn_drop(r, REDIS_E_TLS, "%s", why);
+      return;
+    }
+    if ((rc = tls_flush(c, why, sizeof(why))) < 0) {
+      conn_drop(r, rc, "write to Redis failed: %s", why);
+      return;
+    }
+    if (hs == TLS_AGAIN) return;
+    c->tls_ready = 1;
+    log_event(r->opts.log, LOG_DEBUG, "redis_tls", "protocol=%s cipher=%s verify=%s",
+              tls_protocol(c->tls), tls_cipher(c->tls),
+              r->opts.tls.no_verify ? "none" : "peer");
+    session_start(r);
+    if (r->conn != c) return;
+  }
+  for (;;) {
+    ssize_t n = tls_read(c->tls, c->rbuf, sizeof(c->rbuf), why, sizeof(why));
+    if (n == 0) break;
+    if (n == TLS_CLOSED) {
+      conn_drop(r, REDIS_E_IO, "Redis connection lost: closed by the server");
+      return;
+    }
+    if (n < 0) {
+      conn_drop(r, REDIS_E_TLS, "%s", why);
+      return;
+    }
+    if (!feed_replies(r, c, c->rbuf, (size_t)n)) return;
+  }
+  /* Reading may have produced records to send back (a TLS 1.3 key
+   * update's answer). */
+  if ((rc = tls_flush(c, why, sizeof(why))) < 0)
+    conn_drop(r, rc, "write to Redis failed: %s", why);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  redis_conn_t *c = s->data;
+  redis_t *r = c->r;
+  if (r == NULL || nread == 0) return;
+  if (nread < 0) {
+    conn_drop(r, REDIS_E_IO, "Redis connection lost: %s%s",
+              nread == UV_EOF ? "closed by the server" : uv_strerror((int)nread),
+              c->tls && !c->tls_ready ? " during the TLS handshake" : "");
+    return;
+  }
+  if (c->tls) tls_input(r, c, buf->base, (size_t)nread);
+  else feed_replies(r, c, buf->base, (size_t)nread);
 }
 
 static int queue_handshake(redis_t *r) {
@@ -592,6 +713,19 @@ static int queue_handshake(redis_t *r) {
   return 1;
 }
 
+/* The connection carries Redis' protocol now (after TLS, if any):
+ * AUTH/SELECT, or ready at once when there is nothing to set up. */
+static void session_start(redis_t *r) {
+  int rc = queue_handshake(r);
+  if (rc < 0) {
+    conn_drop(r, rc, "out of memory preparing the Redis handshake");
+  } else if (rc > 0) {
+    flush_queue(r, 1);
+  } else {
+    became_ready(r);
+  }
+}
+
 static void on_connect(uv_connect_t *creq, int status) {
   redis_conn_t *c = creq->data;
   redis_t *r = c->r;
@@ -605,14 +739,23 @@ static void on_connect(uv_connect_t *creq, int status) {
     conn_drop(r, REDIS_E_IO, "cannot read from Redis: %s", uv_strerror(rc));
     return;
   }
-  rc = queue_handshake(r);
-  if (rc < 0) {
-    conn_drop(r, rc, "out of memory preparing the Redis handshake");
-  } else if (rc > 0) {
-    flush_queue(r, 1);
-  } else {
-    became_ready(r);
+  if (r->tls == NULL) {
+    session_start(r);
+    return;
   }
+  /* rediss://: send the ClientHello; tls_input takes it from here. */
+  char why[256];
+  c->tls = tls_conn_new(r->tls, r->url.host, why, sizeof(why));
+  if (c->tls == NULL) {
+    conn_drop(r, REDIS_E_TLS, "%s", why);
+    return;
+  }
+  if (tls_handshake(c->tls, why, sizeof(why)) == TLS_ERROR) {
+    conn_drop(r, REDIS_E_TLS, "%s", why);
+    return;
+  }
+  if ((rc = tls_flush(c, why, sizeof(why))) < 0)
+    conn_drop(r, rc, "write to Redis failed: %s", why);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *ai) {
@@ -621,10 +764,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *ai) 
   redis_t *r = c->r;
   if (r == NULL) { /* dropped while resolving */
     if (ai) uv_freeaddrinfo(ai);
-    if (!c->stream_open) {
-      if (c->reader) redisReaderFree(c->reader);
-      free(c);
-    }
+    if (!c->stream_open) conn_free(c);
     return;
   }
   if (status < 0) {
@@ -646,13 +786,9 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *ai) 
 
 static void start_attempt(redis_t *r) {
   if (r->closing) return;
-  if (r->url.tls) {
-    r->attempts++;
-    snprintf(r->err, sizeof(r->err),
-             "rediss:// (TLS) is not supported by this build yet");
-    set_state(r, REDIS_STATE_DISCONNECTED, REDIS_E_UNSUPPORTED, r->err);
-    return;
-  }
+  /* The loop's clock may be stale: redis_init may just have spent a while
+   * reading CA certificates, and that must not eat into the timeout. */
+  uv_update_time(r->loop);
   r->connect_deadline =
       uv_now(r->loop) + (uint64_t)(r->opts.connect_timeout * 1000.0);
   set_state(r, REDIS_STATE_CONNECTING, 0, NULL);
@@ -697,14 +833,18 @@ static void deadline_cb(uv_timer_t *t) {
   redis_t *r = t->data;
   if (r->drop_status != 0) {
     int status = r->drop_status;
+    char why[sizeof(r->err)]; /* conn_drop writes r->err: no overlap */
+    snprintf(why, sizeof(why), "%s", r->err);
     r->drop_status = 0;
-    conn_drop(r, status, "%s", r->err);
+    conn_drop(r, status, "%s", why);
     return;
   }
   uint64_t now = uv_now(r->loop);
   if (r->state == REDIS_STATE_CONNECTING && now >= r->connect_deadline) {
-    conn_drop(r, REDIS_E_TIMEOUT, "connecting to Redis timed out after %.3gs",
-              r->opts.connect_timeout);
+    redis_conn_t *c = r->conn;
+    conn_drop(r, REDIS_E_TIMEOUT, "connecting to Redis timed out after %.3gs%s",
+              r->opts.connect_timeout,
+              c && c->tls && !c->tls_ready ? " in the TLS handshake" : "");
     return;
   }
   for (redis_req_t *q = r->head; q; q = q->next) {
@@ -755,6 +895,13 @@ int redis_init(uv_loop_t *loop, redis_t *r, const char *url,
     snprintf(r->err, sizeof(r->err), "Redis timeouts and backoff must be > 0");
     return REDIS_E_INVALID;
   }
+  if (r->url.tls) {
+    /* Built once, so that every (re)connection reuses the files read. */
+    const redis_tls_options_t *t = &r->opts.tls;
+    r->tls = tls_ctx_new(!t->no_verify, t->ca_file, t->cert_file, t->key_file,
+                         r->err, sizeof(r->err));
+    if (r->tls == NULL) return REDIS_E_INVALID;
+  }
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   r->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)getpid() ^ (uintptr_t)r;
@@ -785,6 +932,8 @@ void redis_close(redis_t *r, redis_close_cb cb) {
     r->conn = NULL;
   }
   r->state = REDIS_STATE_CLOSED;
+  tls_ctx_free(r->tls); /* a connection still closing keeps its own ref */
+  r->tls = NULL;
   fail_list(r, queue_take_all(r), REDIS_E_CLOSED);
   uv_close((uv_handle_t *)&r->deadline_timer, handle_closed);
   uv_close((uv_handle_t *)&r->retry_timer, handle_closed);

@@ -1,9 +1,10 @@
 /*
  * redis: an asynchronous Redis client on a libuv loop.
  *
- * scalekiq owns the transport (a libuv TCP or Unix stream, TLS slots in
- * under it) and uses hiredis only for what it does well: formatting
- * commands and parsing replies. Every request has a deadline; on an error
+ * scalekiq owns the transport (a libuv TCP or Unix stream, with TLS on
+ * OpenSSL memory BIOs under it for rediss://, see tls.h) and uses hiredis
+ * only for what it does well: formatting commands and parsing replies,
+ * whatever its version. Every request has a deadline; on an error
  * or a timeout the connection is dropped, every pending callback gets an
  * error exactly once, and the client reconnects with capped exponential
  * backoff and jitter. Nothing here blocks the loop.
@@ -29,6 +30,7 @@ enum {
   REDIS_E_CLOSED = -7,    /* redis_close() was called */
   REDIS_E_AUTH = -8,      /* AUTH or SELECT refused */
   REDIS_E_UNSUPPORTED = -9,
+  REDIS_E_TLS = -10,      /* TLS handshake, certificate or record error */
 };
 const char *redis_strerror(int code);
 
@@ -79,8 +81,17 @@ typedef void (*redis_reply_cb)(redis_t *r, int status, redisReply **replies,
 
 typedef void (*redis_close_cb)(redis_t *r);
 
+/* rediss:// only. Zeroed means: verify against the system's CA store, no
+ * client certificate. The files are read by redis_init(). */
+typedef struct redis_tls_options {
+  int no_verify;         /* 1: accept any certificate (self-signed servers) */
+  const char *ca_file;   /* PEM bundle to verify with; NULL: the system's */
+  const char *cert_file; /* client certificate chain (PEM), with key_file */
+  const char *key_file;
+} redis_tls_options_t;
+
 typedef struct redis_options {
-  double connect_timeout;  /* s, resolve + connect + AUTH/SELECT; default 5 */
+  double connect_timeout;  /* s, resolve + connect + TLS + AUTH/SELECT; default 5 */
   double request_timeout;  /* s, from queueing to the last reply; default 5 */
   double backoff_min;      /* s, first reconnect delay; default 0.1 */
   double backoff_max;      /* s, cap; default 10 */
@@ -88,6 +99,7 @@ typedef struct redis_options {
   log_t *log;              /* may be NULL */
   redis_state_cb on_state; /* may be NULL */
   void *data;
+  redis_tls_options_t tls;
 } redis_options_t;
 
 /* Counters for benchmarks and status. */
@@ -101,6 +113,7 @@ typedef struct redis_stats {
 
 typedef struct redis_req redis_req_t;
 typedef struct redis_conn redis_conn_t;
+struct tls_ctx;
 
 struct redis {
   uv_loop_t *loop;
@@ -108,6 +121,7 @@ struct redis {
   redis_options_t opts;
   enum redis_state state;
   redis_conn_t *conn;        /* current connection attempt or NULL */
+  struct tls_ctx *tls;       /* rediss://: shared by every connection */
   redis_req_t *head, *tail;  /* requests in order: written ones first */
   uv_timer_t deadline_timer; /* the earliest request or connect deadline */
   uv_timer_t retry_timer;    /* reconnect backoff */
@@ -125,8 +139,9 @@ struct redis {
 /* Fills opts with the defaults above. */
 void redis_options_default(redis_options_t *opts);
 
-/* Parses url into r and prepares the handles; does not connect.
- * Returns 0 or REDIS_E_INVALID (see redis_last_error()). */
+/* Parses url into r and prepares the handles (and, for rediss://, the
+ * TLS settings: CA and client certificate files are read here); does not
+ * connect. Returns 0 or REDIS_E_INVALID (see redis_last_error()). */
 int redis_init(uv_loop_t *loop, redis_t *r, const char *url,
                const redis_options_t *opts);
 

@@ -5,13 +5,16 @@ Driven by run.sh, which owns Redis and the seeding; standard library only.
 
   bench.py measure --n N --runs R --port P --scalekiq PATH --ruby-script PATH
                    --launcher PATH --workdir DIR --results FILE
+                   [--tls-port T --ca-file PEM]
       Reads the seeded Redis R times with each tool (plus one unmeasured
       warm-up each), alternating which goes first, and appends one JSON line
-      per tool to FILE with the medians.
+      per tool to FILE with the medians. With --tls-port, both tools read over
+      rediss://127.0.0.1:T, verifying the server against the CA in PEM; the
+      harness's own commands still use the plain port P.
   bench.py baseline --runs R --launcher PATH --workdir DIR --results FILE
       Fixed costs without Redis: starting a process (/bin/true), and starting Ruby
       with require "sidekiq/api".
-  bench.py report --results FILE --machine FILE --out FILE
+  bench.py report --results FILE --machine FILE --out FILE [--title TEXT]
       Writes the markdown tables to FILE and stdout.
 
 Per read:
@@ -67,13 +70,20 @@ def parse_kv(text, keys):
 
 def run_once(tool, args, workdir):
     """One measured read. Returns a dict of the figures and the parsed output."""
-    url = f"redis://127.0.0.1:{args.port}/0"
+    if args.tls_port:
+        url = f"rediss://127.0.0.1:{args.tls_port}/0"
+    else:
+        url = f"redis://127.0.0.1:{args.port}/0"
     env = dict(os.environ)
     if tool == "scalekiq":
         cmd = [args.scalekiq, "queues", "--json", "--redis-url", url]
+        if args.tls_port:
+            cmd += ["--redis-tls-ca-file", args.ca_file]
         env["SCALEKIQ_LOG_LEVEL"] = "debug"
     else:
         cmd = ["ruby", args.ruby_script, url]
+        if args.tls_port:
+            cmd.append(args.ca_file)
     rusage_file = os.path.join(workdir, "rusage.txt")
 
     redis_cli(args.port, "CONFIG", "RESETSTAT")
@@ -259,7 +269,7 @@ def report(args):
     by = {(r["n"], r["tool"]): r for r in rows}
     ns = sorted({r["n"] for r in rows})
 
-    lines = ["# scalekiq queues vs Sidekiq's Ruby API", "", machine, "",
+    lines = [f"# {args.title}", "", machine, "",
              "Medians per read; wall, CPU and peak RSS are of the whole process "
              "(start to exit, Ruby's start-up and `require` included). scalekiq's "
              "read also covers the process heartbeats (SMEMBERS processes, one "
@@ -344,6 +354,8 @@ def main():
     m.add_argument("--launcher", required=True)
     m.add_argument("--workdir", required=True)
     m.add_argument("--results", required=True)
+    m.add_argument("--tls-port", type=int, default=0)
+    m.add_argument("--ca-file")
     b = sub.add_parser("baseline")
     b.add_argument("--runs", type=int, required=True)
     b.add_argument("--launcher", required=True)
@@ -353,7 +365,10 @@ def main():
     r.add_argument("--results", required=True)
     r.add_argument("--machine", required=True)
     r.add_argument("--out", required=True)
+    r.add_argument("--title", default="scalekiq queues vs Sidekiq's Ruby API")
     args = ap.parse_args()
+    if args.cmd == "measure" and args.tls_port and not args.ca_file:
+        ap.error("--tls-port needs --ca-file")
     {"measure": measure, "baseline": baseline, "report": report}[args.cmd](args)
 
 

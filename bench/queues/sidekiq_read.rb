@@ -1,6 +1,8 @@
 # frozen_string_literal: true
 
-# ruby sidekiq_read.rb REDIS_URL
+# ruby sidekiq_read.rb REDIS_URL [CA_FILE]
+#
+# CA_FILE (PEM) verifies the server's certificate for a rediss:// URL.
 #
 # The Ruby side of the comparison: one read of every queue's size and latency
 # through Sidekiq's own API, as a Ruby tool or a Rails console would do it.
@@ -39,9 +41,13 @@ unless Redis::Client.method_defined?(:process) || Redis::Client.private_method_d
 end
 Redis::Client.prepend(RoundTripCounter)
 
-url = ARGV.fetch(0) { abort "usage: ruby sidekiq_read.rb REDIS_URL" }
+url = ARGV.fetch(0) { abort "usage: ruby sidekiq_read.rb REDIS_URL [CA_FILE]" }
+redis = {url: url, size: 1}
+# The redis gem verifies the peer and its host name by default; the CA is
+# the only thing to add.
+redis[:ssl_params] = {ca_file: ARGV[1]} if ARGV[1]
 Sidekiq.configure_client do |config|
-  config.redis = {url: url, size: 1}
+  config.redis = redis
 end
 
 t0 = Process.clock_gettime(Process::CLOCK_MONOTONIC)

@@ -176,10 +176,11 @@ static void assert_key(const char *key, const char *want) {
 
 /* ---- scenarios ----------------------------------------------------- */
 
-Test(scale, full_event_scales_1_2_3_stops_at_max_and_restores_1) {
+/* extra: more settings for the agent (the TLS suite's CA file). */
+static void full_event(const char *const *extra) {
   fake_heroku_start(&H, TOKEN, "worker=1");
   push_old_job("default", 30);
-  pid_t agent = agent_start(TOKEN, NULL);
+  pid_t agent = agent_start(TOKEN, extra);
 
   wait_patches(2, 10);
   assert_key(INITIAL_KEY, "1");
@@ -216,6 +217,8 @@ Test(scale, full_event_scales_1_2_3_stops_at_max_and_restores_1) {
   cr_assert_null(strstr(log, TOKEN), "the token was logged");
   free(log);
 }
+
+Test(scale, full_event_scales_1_2_3_stops_at_max_and_restores_1) { full_event(NULL); }
 
 Test(scale, initial_zero_means_no_patch_at_all) {
   fake_heroku_start(&H, TOKEN, "worker=0");
@@ -355,4 +358,95 @@ Test(scale, a_poll_costs_two_round_trips_whatever_the_queues) {
   }
   cr_assert_geq(polls, 5);
   free(log);
+}
+
+/* ---- the same over rediss:// --------------------------------------- */
+
+static test_certs_t C;
+static char env_ca[160];
+static const char *tls_extra[] = {env_ca, NULL};
+
+static void start_tls(void) {
+  test_certs_make(&C);
+  snprintf(env_ca, sizeof(env_ca), "SCALEKIQ_REDIS_TLS_CA_FILE=%s", C.ca);
+  test_redis_start_tls(&R, C.server_crt, C.server_key, C.ca, false);
+  snprintf(logpath, sizeof(logpath), "%s/agent.log", R.dir);
+}
+
+static void stop_tls(void) {
+  stop();
+  test_certs_remove(&C);
+}
+
+TestSuite(scale_tls, .init = start_tls, .fini = stop_tls);
+
+Test(scale_tls, full_event_over_rediss_with_a_ca_file) { full_event(tls_extra); }
+
+static int count_in_log(const char *needle) {
+  char *log = test_read_file(logpath);
+  int n = 0;
+  for (char *p = log; (p = strstr(p, needle)) != NULL; p++) n++;
+  free(log);
+  return n;
+}
+
+static bool reconnected(void *arg) {
+  (void)arg;
+  return count_in_log("event=redis_connected") >= 2;
+}
+
+Test(scale_tls, tls_server_restarted_mid_run_the_agent_reconnects_and_scales) {
+  fake_heroku_start(&H, TOKEN, "worker=1");
+  push_old_job("default", 30);
+  pid_t agent = agent_start(TOKEN, tls_extra);
+  wait_patches(1, 10);
+
+  /* An outage: one error line, then back on the same port with an empty
+   * database (no persistence), where a new backlog starts a new event
+   * from the formation's current quantity. */
+  test_redis_kill(&R);
+  wait_log("level=error event=redis_unavailable url=rediss://127.0.0.1", 10);
+  test_redis_restart(&R);
+  cr_assert(test_wait_for(reconnected, NULL, 15), "no reconnect; log:\n%s",
+            test_read_file(logpath));
+  push_old_job("default", 30);
+  int before = count_method("PATCH");
+  wait_patches(before + 1, 15);
+  cr_assert(test_alive(agent));
+  cr_assert_eq(test_stop(agent, SIGTERM, 10), 0);
+  cr_assert_eq(count_in_log("level=error event=redis_unavailable"), 1,
+               "one error line per outage:\n%s", test_read_file(logpath));
+}
+
+static bool three_retries(void *arg) {
+  (void)arg;
+  return count_in_log("event=redis_reconnect") >= 3;
+}
+
+Test(scale_tls, a_self_signed_server_is_one_clear_error_line_then_verify_none_works) {
+  test_redis_stop(&R);
+  test_redis_start_tls(&R, C.self_crt, C.self_key, C.ca, false);
+  snprintf(logpath, sizeof(logpath), "%s/agent.log", R.dir);
+  fake_heroku_start(&H, TOKEN, "worker=1");
+  push_old_job("default", 30);
+
+  const char *verify[] = {"SCALEKIQ_LOG_LEVEL=debug", NULL}; /* default: verify */
+  pid_t agent = agent_start(TOKEN, verify);
+  wait_log("level=error event=redis_unavailable", 10);
+  /* it keeps retrying, without repeating the error line */
+  cr_assert(test_wait_for(three_retries, NULL, 10), "%s", test_read_file(logpath));
+  cr_assert_eq(test_stop(agent, SIGTERM, 10), 0);
+  char *log = test_read_file(logpath);
+  cr_assert_not_null(strstr(log, "TLS certificate verification failed (self-signed "
+                                 "certificate): set SCALEKIQ_REDIS_TLS_VERIFY=none for "
+                                 "Heroku Key-Value Store, or SCALEKIQ_REDIS_TLS_CA_FILE="),
+                     "%s", log);
+  free(log);
+  cr_assert_eq(count_in_log("level=error event=redis_unavailable"), 1);
+  cr_assert_eq(count_method("PATCH"), 0);
+
+  const char *none[] = {"SCALEKIQ_REDIS_TLS_VERIFY=none", NULL};
+  agent = agent_start(TOKEN, none);
+  wait_patches(1, 10);
+  cr_assert_eq(test_stop(agent, SIGTERM, 10), 0);
 }

@@ -62,7 +62,8 @@ int test_free_port(void) {
 static bool redis_answers(void *arg) {
   test_redis_t *t = arg;
   struct timeval tv = {0, 200000};
-  redisContext *c = redisConnectWithTimeout("127.0.0.1", t->port, tv);
+  redisContext *c = t->tls ? redisConnectUnixWithTimeout(t->sock, tv)
+                           : redisConnectWithTimeout("127.0.0.1", t->port, tv);
   if (c == NULL) return false;
   bool ok = false;
   if (!c->err) {
@@ -95,10 +96,22 @@ static pid_t spawn_redis(test_redis_t *t) {
       dup2(devnull, 1);
       dup2(devnull, 2);
     }
-    execl(REDIS_SERVER_BIN, REDIS_SERVER_BIN, "--port", port, "--bind",
-          "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t->dir,
-          "--logfile", log, "--daemonize", "no", "--enable-debug-command",
-          "yes", (char *)NULL);
+    if (t->tls) {
+      /* TLS only on TCP ("-::1": IPv6 loopback when there is one, so that
+       * a client resolving localhost to ::1 finds the server too). */
+      execl(REDIS_SERVER_BIN, REDIS_SERVER_BIN, "--port", "0", "--tls-port", port,
+            "--tls-cert-file", t->tls_cert, "--tls-key-file", t->tls_key,
+            "--tls-ca-cert-file", t->tls_ca, "--tls-auth-clients",
+            t->tls_auth_clients ? "yes" : "no", "--unixsocket", t->sock,
+            "--unixsocketperm", "700", "--bind", "127.0.0.1", "-::1", "--save", "",
+            "--appendonly", "no", "--dir", t->dir, "--logfile", log, "--daemonize",
+            "no", "--enable-debug-command", "yes", (char *)NULL);
+    } else {
+      execl(REDIS_SERVER_BIN, REDIS_SERVER_BIN, "--port", port, "--bind",
+            "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t->dir,
+            "--logfile", log, "--daemonize", "no", "--enable-debug-command",
+            "yes", (char *)NULL);
+    }
     _exit(127);
   }
   return pid;
@@ -123,13 +136,119 @@ void test_redis_start(test_redis_t *t) {
     if (!fixed) t->port = test_free_port();
     t->pid = spawn_redis(t);
     if (test_wait_for(redis_answers, t, 5.0)) {
-      snprintf(t->url, sizeof(t->url), "redis://127.0.0.1:%d/0", t->port);
+      snprintf(t->url, sizeof(t->url), "%s://127.0.0.1:%d/0",
+               t->tls ? "rediss" : "redis", t->port);
       return;
     }
     test_redis_kill(t); /* port taken in the meantime: try another */
     if (fixed) break;
   }
   cr_assert_fail("could not start redis-server (log in %s)", t->dir);
+}
+
+void test_redis_start_tls(test_redis_t *t, const char *cert, const char *key,
+                          const char *ca, bool auth_clients) {
+  if (t->dir[0] == '\0') {
+    snprintf(t->dir, sizeof(t->dir), "/tmp/scalekiq-test-XXXXXX");
+    cr_assert(mkdtemp(t->dir) != NULL);
+  }
+  t->tls = true;
+  t->tls_auth_clients = auth_clients;
+  snprintf(t->tls_cert, sizeof(t->tls_cert), "%s", cert);
+  snprintf(t->tls_key, sizeof(t->tls_key), "%s", key);
+  snprintf(t->tls_ca, sizeof(t->tls_ca), "%s", ca);
+  snprintf(t->sock, sizeof(t->sock), "%s/redis.sock", t->dir);
+  test_redis_start(t);
+}
+
+/* ---- certificates -------------------------------------------------- */
+
+static void run_openssl(const char *const *args) {
+  const char *argv[32] = {OPENSSL_BIN};
+  int n = 1;
+  for (int i = 0; args[i] && n < 31; i++) argv[n++] = args[i];
+  argv[n] = NULL;
+  char *out, *err;
+  int rc = test_run(argv, NULL, 30, &out, &err);
+  cr_assert_eq(rc, 0, "openssl %s failed (%d): %s", args[0], rc, err);
+  free(out);
+  free(err);
+}
+
+static void write_text(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  cr_assert(f != NULL, "%s: %s", path, strerror(errno));
+  fputs(text, f);
+  fclose(f);
+}
+
+/* A key pair and a certificate for it, signed by the test CA. */
+static void ca_signed(const test_certs_t *c, const char *name, const char *crt,
+                      const char *key, const char *serial, const char *ext) {
+  char csr[128], extfile[128], subj[96], cakey[128];
+  snprintf(cakey, sizeof(cakey), "%s/ca.key", c->dir);
+  snprintf(csr, sizeof(csr), "%s/%s.csr", c->dir, name);
+  snprintf(extfile, sizeof(extfile), "%s/%s.ext", c->dir, name);
+  snprintf(subj, sizeof(subj), "/CN=scalekiq-test-%s", name);
+  write_text(extfile, ext);
+  const char *req[] = {"req", "-new", "-newkey", "ec", "-pkeyopt",
+                       "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key,
+                       "-out", csr, "-subj", subj, NULL};
+  run_openssl(req);
+  const char *sign[] = {"x509", "-req", "-in", csr, "-CA", c->ca, "-CAkey", cakey,
+                        "-set_serial", serial, "-days", "2", "-out", crt,
+                        "-extfile", extfile, NULL};
+  run_openssl(sign);
+}
+
+void test_certs_make(test_certs_t *c) {
+  memset(c, 0, sizeof(*c));
+  snprintf(c->dir, sizeof(c->dir), "/tmp/scalekiq-certs-XXXXXX");
+  cr_assert(mkdtemp(c->dir) != NULL);
+#define CERT_PATH(field, file) snprintf(c->field, sizeof(c->field), "%s/" file, c->dir)
+  CERT_PATH(ca, "ca.crt");
+  CERT_PATH(server_crt, "server.crt");
+  CERT_PATH(server_key, "server.key");
+  CERT_PATH(other_crt, "other.crt");
+  CERT_PATH(other_key, "other.key");
+  CERT_PATH(self_crt, "self.crt");
+  CERT_PATH(self_key, "self.key");
+  CERT_PATH(client_crt, "client.crt");
+  CERT_PATH(client_key, "client.key");
+#undef CERT_PATH
+  char cakey[128];
+  snprintf(cakey, sizeof(cakey), "%s/ca.key", c->dir);
+  /* P-256 keys: instant to make, unlike RSA. */
+  const char *ca[] = {"req", "-x509", "-newkey", "ec", "-pkeyopt",
+                      "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", cakey,
+                      "-out", c->ca, "-days", "2", "-subj", "/CN=scalekiq-test-ca",
+                      NULL};
+  run_openssl(ca);
+  ca_signed(c, "server", c->server_crt, c->server_key, "2",
+            "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\n"
+            "extendedKeyUsage=serverAuth\n");
+  ca_signed(c, "other", c->other_crt, c->other_key, "3",
+            "subjectAltName=DNS:redis.example.com\nextendedKeyUsage=serverAuth\n");
+  ca_signed(c, "client", c->client_crt, c->client_key, "4",
+            "extendedKeyUsage=clientAuth\n");
+  /* What Heroku's Key-Value Store presents: a self-signed certificate,
+   * here with the right names so that only the chain is wrong. */
+  const char *self[] = {"req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+                        c->self_key, "-out", c->self_crt, "-days", "2", "-subj",
+                        "/CN=scalekiq-test-self", "-addext",
+                        "subjectAltName=IP:127.0.0.1,DNS:localhost", NULL};
+  run_openssl(self);
+}
+
+void test_certs_remove(test_certs_t *c) {
+  if (c->dir[0]) {
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", c->dir);
+    if (system(cmd) != 0) { /* leftover temp files only */
+    }
+    c->dir[0] = '\0';
+  }
 }
 
 void test_redis_kill(test_redis_t *t) {
@@ -153,6 +272,7 @@ void test_redis_stop(test_redis_t *t) {
     }
     t->dir[0] = '\0';
   }
+  t->tls = false; /* a later test_redis_start is plain again */
 }
 
 static redisReply *vcmd(test_redis_t *t, const char *fmt, va_list ap) {

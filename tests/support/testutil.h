@@ -1,6 +1,7 @@
 /*
- * Test support: a real redis-server on a free loopback port per test,
- * a blocking hiredis connection to seed and inspect it, running the
+ * Test support: a real redis-server on a free loopback port per test
+ * (plain, or TLS-only with certificates made by openssl), a blocking
+ * hiredis connection to seed and inspect it, running the
  * scalekiq binary and capturing its output, and waiting on a condition
  * with a deadline instead of sleeping.
  */
@@ -19,7 +20,26 @@ typedef struct test_redis {
   char url[64];
   char dir[64];      /* temporary folder: logs, dump */
   redisContext *ctx; /* blocking client for the test's own commands */
+  /* Set by test_redis_start_tls: the TCP port speaks TLS only, so the
+   * test's own connection goes through a Unix socket instead. */
+  bool tls;
+  bool tls_auth_clients;
+  char tls_cert[128], tls_key[128], tls_ca[128];
+  char sock[96];
 } test_redis_t;
+
+/* Certificates made with the openssl command into a temporary folder. */
+typedef struct test_certs {
+  char dir[64];
+  char ca[96];                          /* the test CA's certificate */
+  char server_crt[96], server_key[96];  /* CA-signed; SAN 127.0.0.1, ::1, localhost */
+  char other_crt[96], other_key[96];    /* CA-signed; SAN redis.example.com only */
+  char self_crt[96], self_key[96];      /* self-signed; SAN 127.0.0.1, localhost */
+  char client_crt[96], client_key[96];  /* CA-signed, for client authentication */
+} test_certs_t;
+
+void test_certs_make(test_certs_t *c);
+void test_certs_remove(test_certs_t *c);
 
 /* A free TCP port on 127.0.0.1 (bound and released). */
 int test_free_port(void);
@@ -27,6 +47,13 @@ int test_free_port(void);
 /* Starts redis-server on a free port (or on t->port when it is set) and
  * waits for PING. Asserts on failure. */
 void test_redis_start(test_redis_t *t);
+/* redis-server with TLS only (--port 0 --tls-port P) on a free port (or
+ * t->port), serving cert/key, trusting ca for client certificates, which
+ * it requires when auth_clients; t->url is rediss://127.0.0.1:P/0. The
+ * test's own connection uses a Unix socket in t->dir. Asserts on
+ * failure. */
+void test_redis_start_tls(test_redis_t *t, const char *cert, const char *key,
+                          const char *ca, bool auth_clients);
 /* Same server, same port, again (after test_redis_kill). */
 void test_redis_restart(test_redis_t *t);
 /* SIGKILL, reaped; t stays usable for test_redis_restart. */
