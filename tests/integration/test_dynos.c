@@ -73,16 +73,9 @@ static void push_old_job(void) {
   test_push_job(&R, NULL, "default", job);
 }
 
-static char *get_key(const char *key) {
-  redisReply *r = test_redis_cmd(&R, "GET %s", key);
-  char *v = r->type == REDIS_REPLY_STRING ? strdup(r->str) : NULL;
-  freeReplyObject(r);
-  return v;
-}
-
 /* The index of the agent whose dyno holds the lock, or -1. */
 static int leader_index(void) {
-  char *v = get_key(NS "/leader");
+  char *v = test_redis_get(&R, NS "/leader");
   int idx = -1;
   if (v && strncmp(v, "worker.", 7) == 0) idx = atoi(v + 7) - 1;
   free(v);
@@ -100,52 +93,28 @@ static bool anyone_leads(void *arg) {
   return leader_index() >= 0;
 }
 
-static int patch_list(long *qty, int max) {
-  cJSON *reqs = fake_heroku_requests(&H);
-  int n = 0;
-  const cJSON *r;
-  cJSON_ArrayForEach(r, reqs) {
-    if (strcmp(cJSON_GetObjectItem(r, "method")->valuestring, "PATCH") != 0) continue;
-    const cJSON *q = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "body"), "quantity");
-    if (n < max) qty[n] = cJSON_IsNumber(q) ? (long)q->valuedouble : -1;
-    n++;
-  }
-  cJSON_Delete(reqs);
-  return n;
-}
-
-static int count_method(const char *method) {
-  cJSON *reqs = fake_heroku_requests(&H);
-  int n = 0;
-  const cJSON *r;
-  cJSON_ArrayForEach(r, reqs)
-    if (strcmp(cJSON_GetObjectItem(r, "method")->valuestring, method) == 0) n++;
-  cJSON_Delete(reqs);
-  return n;
-}
-
 static int want;
 static bool patches_at_least(void *arg) {
   (void)arg;
-  return count_method("PATCH") >= want;
+  return fake_heroku_count(&H, "PATCH") >= want;
 }
 static void wait_patches(int n, double timeout) {
   want = n;
   cr_assert(test_wait_for(patches_at_least, NULL, timeout), "expected %d PATCHes, got %d", n,
-            count_method("PATCH"));
+            fake_heroku_count(&H, "PATCH"));
 }
 
 static long want_depth;
 static bool depth_at_least(void *arg) {
   (void)arg;
-  char *v = get_key(NS "/depth");
+  char *v = test_redis_get(&R, NS "/depth");
   bool ok = v && atol(v) >= want_depth;
   free(v);
   return ok;
 }
 static bool depth_zero(void *arg) {
   (void)arg;
-  char *v = get_key(NS "/depth");
+  char *v = test_redis_get(&R, NS "/depth");
   bool ok = v && strcmp(v, "0") == 0;
   free(v);
   return ok;
@@ -154,12 +123,12 @@ static bool depth_zero(void *arg) {
 /* 2, 3, then the restore to 1: each exactly once, in order. */
 static void assert_one_clean_event(void) {
   long qty[16];
-  int n = patch_list(qty, 16);
+  int n = fake_heroku_patches(&H, qty, NULL, 16);
   cr_assert_eq(n, 3, "PATCHes: %d (a change was sent twice, or lost)", n);
   cr_assert_eq(qty[0], 2);
   cr_assert_eq(qty[1], 3);
   cr_assert_eq(qty[2], 1);
-  cr_assert_eq(count_method("GET"), 1, "initial workers read more than once");
+  cr_assert_eq(fake_heroku_count(&H, "GET"), 1, "initial workers read more than once");
   cr_assert_eq(fake_heroku_quantity(&H, "worker"), 1);
 }
 
@@ -190,7 +159,7 @@ Test(dynos, three_agents_one_event_each_change_once) {
     cr_assert_eq(test_stop(agents[i], SIGTERM, 10), 0, "agent %d exit", i + 1);
     agents[i] = 0;
   }
-  cr_assert_null(get_key(NS "/leader"), "the lock outlived the agents");
+  cr_assert_null(test_redis_get(&R, NS "/leader"), "the lock outlived the agents");
 }
 
 Test(dynos, kill_9_of_the_leader_mid_event) {
@@ -200,7 +169,7 @@ Test(dynos, kill_9_of_the_leader_mid_event) {
   wait_first_step();
   int l = leader_index();
   cr_assert_geq(l, 0);
-  char *initial = get_key(INITIAL_KEY);
+  char *initial = test_redis_get(&R, INITIAL_KEY);
   cr_assert_str_eq(initial, "1");
   free(initial);
   cr_assert_eq(test_stop(agents[l], SIGKILL, 5), 128 + SIGKILL);
@@ -253,7 +222,7 @@ Test(dynos, redis_restart_mid_event) {
   test_redis_cmd_free(&R, "SAVE");
   test_redis_kill(&R);
   test_redis_restart(&R);
-  char *depth = get_key(NS "/depth");
+  char *depth = test_redis_get(&R, NS "/depth");
   cr_assert_str_eq(depth, "1", "the restart lost the event's state");
   free(depth);
   cr_assert(test_wait_for(anyone_leads, NULL, 10), "nobody leads after the restart");

@@ -69,66 +69,29 @@ static void push_old_job(const char *queue, double age) {
   test_push_job(&R, NULL, queue, job);
 }
 
-/* Quantities of the PATCHes the fake received, in order (statuses too). */
-static int patches(long *qty, long *status, int max) {
-  cJSON *reqs = fake_heroku_requests(&H);
-  int n = 0;
-  const cJSON *r;
-  cJSON_ArrayForEach(r, reqs) {
-    if (strcmp(cJSON_GetObjectItem(r, "method")->valuestring, "PATCH") != 0) continue;
-    const cJSON *body = cJSON_GetObjectItem(r, "body");
-    const cJSON *q = body ? cJSON_GetObjectItem(body, "quantity") : NULL;
-    if (n < max) {
-      qty[n] = cJSON_IsNumber(q) ? (long)q->valuedouble : -1;
-      status[n] = (long)cJSON_GetObjectItem(r, "status")->valuedouble;
-    }
-    n++;
-  }
-  cJSON_Delete(reqs);
-  return n;
-}
-
-static int count_method(const char *method) {
-  cJSON *reqs = fake_heroku_requests(&H);
-  int n = 0;
-  const cJSON *r;
-  cJSON_ArrayForEach(r, reqs) {
-    if (strcmp(cJSON_GetObjectItem(r, "method")->valuestring, method) == 0) n++;
-  }
-  cJSON_Delete(reqs);
-  return n;
-}
-
 static int want_patches;
 static bool enough_patches(void *arg) {
   (void)arg;
-  return count_method("PATCH") >= want_patches;
+  return fake_heroku_count(&H, "PATCH") >= want_patches;
 }
 static void wait_patches(int n, double timeout) {
   want_patches = n;
   cr_assert(test_wait_for(enough_patches, NULL, timeout),
             "expected %d PATCH requests, got %d; agent log:\n%s", n,
-            count_method("PATCH"), test_read_file(logpath));
-}
-
-static char *get_key(const char *key) {
-  redisReply *r = test_redis_cmd(&R, "GET %s", key);
-  char *v = r->type == REDIS_REPLY_STRING ? strdup(r->str) : NULL;
-  freeReplyObject(r);
-  return v;
+            fake_heroku_count(&H, "PATCH"), test_read_file(logpath));
 }
 
 static long want_depth;
 static bool depth_reached(void *arg) {
   (void)arg;
-  char *v = get_key(NS "/depth");
+  char *v = test_redis_get(&R, NS "/depth");
   bool ok = v && atol(v) >= want_depth;
   free(v);
   return ok;
 }
 static bool depth_zero_after_event(void *arg) {
   (void)arg;
-  char *v = get_key(NS "/depth");
+  char *v = test_redis_get(&R, NS "/depth");
   bool ok = v && strcmp(v, "0") == 0;
   free(v);
   return ok;
@@ -155,7 +118,7 @@ static void wait_log(const char *needle, double timeout) {
 
 /* A float as the gem writes it (Float#to_s): digits, a point, digits. */
 static void assert_float_string(const char *key) {
-  char *v = get_key(key);
+  char *v = test_redis_get(&R, key);
   cr_assert_not_null(v, "%s missing", key);
   size_t i = 0;
   while (v[i] >= '0' && v[i] <= '9') i++;
@@ -168,7 +131,7 @@ static void assert_float_string(const char *key) {
 }
 
 static void assert_key(const char *key, const char *want) {
-  char *v = get_key(key);
+  char *v = test_redis_get(&R, key);
   if (want == NULL) cr_assert_null(v, "%s should be absent, is \"%s\"", key, v);
   else cr_assert(v && strcmp(v, want) == 0, "%s = \"%s\", want \"%s\"", key, v ? v : "(nil)", want);
   free(v);
@@ -187,7 +150,7 @@ static void full_event(const char *const *extra) {
   assert_float_string(NS "/latency_event_started");
   /* maxscale: depth goes on, nothing is sent */
   wait_depth(4, 10);
-  cr_assert_eq(count_method("PATCH"), 2, "a PATCH was sent beyond the maximum");
+  cr_assert_eq(fake_heroku_count(&H, "PATCH"), 2, "a PATCH was sent beyond the maximum");
   cr_assert_eq(fake_heroku_quantity(&H, "worker"), 3);
 
   test_redis_cmd_free(&R, "DEL queue:default"); /* the backlog is gone */
@@ -195,12 +158,12 @@ static void full_event(const char *const *extra) {
   cr_assert(test_wait_for(depth_zero_after_event, NULL, 5));
 
   long qty[8], st[8];
-  int n = patches(qty, st, 8);
+  int n = fake_heroku_patches(&H, qty, st, 8);
   cr_assert_eq(n, 3);
   cr_assert_eq(qty[0], 2);
   cr_assert_eq(qty[1], 3);
   cr_assert_eq(qty[2], 1);
-  cr_assert_eq(count_method("GET"), 1, "initial workers are read once per event");
+  cr_assert_eq(fake_heroku_count(&H, "GET"), 1, "initial workers are read once per event");
   cr_assert_eq(fake_heroku_quantity(&H, "worker"), 1);
 
   /* the gem's format, read back as the gem reads it */
@@ -225,8 +188,8 @@ Test(scale, initial_zero_means_no_patch_at_all) {
   push_old_job("default", 30);
   pid_t agent = agent_start(TOKEN, NULL);
   wait_depth(3, 10);
-  cr_assert_eq(count_method("PATCH"), 0);
-  cr_assert_eq(count_method("GET"), 1);
+  cr_assert_eq(fake_heroku_count(&H, "PATCH"), 0);
+  cr_assert_eq(fake_heroku_count(&H, "GET"), 1);
   wait_log("result=noscale", 5);
   cr_assert_eq(test_stop(agent, SIGTERM, 10), 0);
   cr_assert_eq(fake_heroku_quantity(&H, "worker"), 0);
@@ -245,7 +208,7 @@ static void failing_patches_keep_the_step(int failures, int expect_failed_poll) 
   pid_t agent = agent_start(TOKEN, NULL);
   wait_patches(failures + 2, 20);
   long qty[16], st[16];
-  int n = patches(qty, st, 16);
+  int n = fake_heroku_patches(&H, qty, st, 16);
   cr_assert_geq(n, failures + 2);
   for (int i = 0; i < failures; i++) {
     cr_assert_eq(st[i], 503, "PATCH #%d should have failed", i);
@@ -276,7 +239,7 @@ Test(scale, unauthorized_is_logged_plainly_and_the_agent_stays_up) {
   cr_assert(test_alive(agent), "the agent died on a 401");
   /* it keeps polling and does not change the formation */
   cr_assert_eq(fake_heroku_quantity(&H, "worker"), 1);
-  cr_assert_eq(count_method("PATCH"), 0);
+  cr_assert_eq(fake_heroku_count(&H, "PATCH"), 0);
   assert_key(NS "/depth", NULL);
   cr_assert_eq(test_stop(agent, SIGTERM, 10), 0);
   char *log = test_read_file(logpath);
@@ -290,7 +253,7 @@ Test(scale, restart_mid_event_continues_the_event) {
   pid_t agent = agent_start(TOKEN, NULL);
   wait_patches(1, 10);
   cr_assert_eq(test_stop(agent, SIGTERM, 10), 0);
-  char *depth = get_key(NS "/depth");
+  char *depth = test_redis_get(&R, NS "/depth");
   cr_assert_str_eq(depth, "1");
   free(depth);
 
@@ -299,11 +262,11 @@ Test(scale, restart_mid_event_continues_the_event) {
   test_redis_cmd_free(&R, "DEL queue:default");
   wait_patches(3, 10);
   long qty[8], st[8];
-  cr_assert_eq(patches(qty, st, 8), 3);
+  cr_assert_eq(fake_heroku_patches(&H, qty, st, 8), 3);
   cr_assert_eq(qty[0], 2);
   cr_assert_eq(qty[1], 3);
   cr_assert_eq(qty[2], 1, "restore must go back to the original count");
-  cr_assert_eq(count_method("GET"), 1, "the new agent read initial workers again");
+  cr_assert_eq(fake_heroku_count(&H, "GET"), 1, "the new agent read initial workers again");
   cr_assert_eq(test_stop(agent, SIGTERM, 10), 0);
 }
 
@@ -316,7 +279,7 @@ Test(scale, dry_run_decides_the_same_and_sends_no_patch) {
   test_redis_cmd_free(&R, "DEL queue:default");
   cr_assert(test_wait_for(depth_zero_after_event, NULL, 10));
   cr_assert_eq(test_stop(agent, SIGTERM, 10), 0);
-  cr_assert_eq(count_method("PATCH"), 0);
+  cr_assert_eq(fake_heroku_count(&H, "PATCH"), 0);
   char *log = test_read_file(logpath);
   cr_assert_not_null(strstr(log, "from=1 to=2 depth=1 result=dry_run"), "%s", log);
   cr_assert_not_null(strstr(log, "from=2 to=3 depth=2 result=dry_run"), "%s", log);
@@ -410,7 +373,7 @@ Test(scale_tls, tls_server_restarted_mid_run_the_agent_reconnects_and_scales) {
   cr_assert(test_wait_for(reconnected, NULL, 15), "no reconnect; log:\n%s",
             test_read_file(logpath));
   push_old_job("default", 30);
-  int before = count_method("PATCH");
+  int before = fake_heroku_count(&H, "PATCH");
   wait_patches(before + 1, 15);
   cr_assert(test_alive(agent));
   cr_assert_eq(test_stop(agent, SIGTERM, 10), 0);
@@ -443,7 +406,7 @@ Test(scale_tls, a_self_signed_server_is_one_clear_error_line_then_verify_none_wo
                      "%s", log);
   free(log);
   cr_assert_eq(count_in_log("level=error event=redis_unavailable"), 1);
-  cr_assert_eq(count_method("PATCH"), 0);
+  cr_assert_eq(fake_heroku_count(&H, "PATCH"), 0);
 
   const char *none[] = {"SCALEKIQ_REDIS_TLS_VERIFY=none", NULL};
   agent = agent_start(TOKEN, none);

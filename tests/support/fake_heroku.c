@@ -223,6 +223,37 @@ int fake_heroku_request_count(fake_heroku_t *f) {
   return n;
 }
 
+static int is_method(const cJSON *req, const char *method) {
+  const cJSON *m = cJSON_GetObjectItem(req, "method");
+  return cJSON_IsString(m) && strcmp(m->valuestring, method) == 0;
+}
+
+int fake_heroku_count(fake_heroku_t *f, const char *method) {
+  cJSON *reqs = fake_heroku_requests(f);
+  int n = 0;
+  const cJSON *r;
+  cJSON_ArrayForEach(r, reqs) n += is_method(r, method);
+  cJSON_Delete(reqs);
+  return n;
+}
+
+int fake_heroku_patches(fake_heroku_t *f, long *qty, long *status, int max) {
+  cJSON *reqs = fake_heroku_requests(f);
+  int n = 0;
+  const cJSON *r;
+  cJSON_ArrayForEach(r, reqs) {
+    if (!is_method(r, "PATCH")) continue;
+    if (n < max) {
+      const cJSON *q = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "body"), "quantity");
+      qty[n] = cJSON_IsNumber(q) ? (long)q->valuedouble : -1;
+      if (status) status[n] = (long)cJSON_GetNumberValue(cJSON_GetObjectItem(r, "status"));
+    }
+    n++;
+  }
+  cJSON_Delete(reqs);
+  return n;
+}
+
 long fake_heroku_quantity(fake_heroku_t *f, const char *type) {
   char path[256];
   snprintf(path, sizeof(path), "/__fake/formation/%s", type);

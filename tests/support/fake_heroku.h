@@ -60,6 +60,13 @@ cJSON *fake_heroku_get(fake_heroku_t *f, const char *path);
 cJSON *fake_heroku_requests(fake_heroku_t *f);
 int fake_heroku_request_count(fake_heroku_t *f);
 
+/* How many API requests of this method the fake received. */
+int fake_heroku_count(fake_heroku_t *f, const char *method);
+/* The PATCHes received, in order: quantities asked for (-1 when the body
+ * had none) and statuses returned, the first max of them (status may be
+ * NULL). Returns how many there were in all. */
+int fake_heroku_patches(fake_heroku_t *f, long *qty, long *status, int max);
+
 /* The current quantity of a process type (-1 when it does not exist). */
 long fake_heroku_quantity(fake_heroku_t *f, const char *type);
 

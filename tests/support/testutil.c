@@ -298,6 +298,13 @@ void test_redis_cmd_free(test_redis_t *t, const char *fmt, ...) {
   va_end(ap);
 }
 
+char *test_redis_get(test_redis_t *t, const char *key) {
+  redisReply *r = test_redis_cmd(t, "GET %s", key);
+  char *v = r->type == REDIS_REPLY_STRING ? strdup(r->str) : NULL;
+  freeReplyObject(r);
+  return v;
+}
+
 void test_push_job(test_redis_t *t, const char *ns, const char *queue,
                    const char *json) {
   char qset[256], qkey[256];

@@ -65,6 +65,10 @@ void test_redis_stop(test_redis_t *t);
 redisReply *test_redis_cmd(test_redis_t *t, const char *fmt, ...);
 void test_redis_cmd_free(test_redis_t *t, const char *fmt, ...);
 
+/* GET key on the test's connection: a copy of the string, or NULL when
+ * the key is absent. The caller frees it. */
+char *test_redis_get(test_redis_t *t, const char *key);
+
 /* Pushes a job the way Sidekiq's client does (SADD queues, LPUSH queue:Q)
  * with the given JSON payload. ns may be NULL. */
 void test_push_job(test_redis_t *t, const char *ns, const char *queue,
