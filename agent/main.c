@@ -19,6 +19,10 @@ static const char usage[] =
     "                     Heroku formation (SIGTERM or SIGINT to stop)\n"
     "  queues [--json]    every Sidekiq queue with its size and latency, and\n"
     "                     the pool usage (one-shot; needs no running agent)\n"
+    "  status [--json]    what the local agent sees and does (its socket:\n"
+    "                     SCALEKIQ_SOCKET, default /tmp/scalekiq.sock)\n"
+    "  pause | resume     stop / restart formation changes, for every agent\n"
+    "  step-down          the local agent hands leadership over now\n"
     "  --version          print the version\n"
     "  --help             this text\n"
     "\n"
@@ -74,6 +78,9 @@ int main(int argc, char **argv) {
   }
   if (strcmp(cmd, "queues") == 0) return cmd_queues(argc - 2, argv + 2);
   if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2);
+  if (strcmp(cmd, "status") == 0 || strcmp(cmd, "pause") == 0 ||
+      strcmp(cmd, "resume") == 0 || strcmp(cmd, "step-down") == 0)
+    return cmd_control(cmd, argc - 2, argv + 2);
   fprintf(stderr, "scalekiq: unknown command '%s'; see scalekiq --help\n", cmd);
   return EXIT_USAGE;
 }

@@ -15,12 +15,17 @@
  */
 #include "agent.h"
 
+#include <cjson/cJSON.h>
+#include <unistd.h>
+
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "version.h"
 
 #define RETRY_MAX 60.0 /* s: cap of the backoff after failed actions */
 
@@ -81,8 +86,11 @@ static void log_action(agent_t *a, enum scaler_result result, const char *error)
 /* ---- the poll ------------------------------------------------------ */
 
 static void poll_end(agent_t *a) {
-  sidekiq_stats_free(a->stats);
-  a->stats = NULL;
+  if (a->stats) { /* kept for status until the next poll's */
+    sidekiq_stats_free(a->last_stats);
+    a->last_stats = a->stats;
+    a->stats = NULL;
+  }
   free(a->inputs);
   a->inputs = NULL;
   a->polling = 0;
@@ -219,9 +227,10 @@ static void plan_action(agent_t *a) {
 static void on_state_reply(redisReply **rep, size_t n, void *data) {
   agent_t *a = data;
   char warning[1024];
-  a->loaded_status = n == 1 ? store_load_parse(&a->store, rep[0], wall_now(),
+  a->loaded_status = n == 2 ? store_load_parse(&a->store, rep[0], wall_now(),
                                                &a->loaded, warning, sizeof(warning))
                             : REDIS_E_PROTOCOL;
+  if (n == 2) a->paused = rep[1]->type == REDIS_REPLY_STRING;
 }
 
 static void decide(agent_t *a) {
@@ -258,6 +267,12 @@ static void decide(agent_t *a) {
             a->decision.reason ? a->decision.reason : "",
             (unsigned long long)(a->redis.stats.writes - a->poll_writes));
   if (a->decision.action == SCALER_NONE) {
+    poll_end(a);
+    return;
+  }
+  if (a->paused) { /* decided, logged, not acted on: state stays as it is */
+    log_event(a->log, LOG_INFO, "action_paused", "action=%s depth=%ld",
+              scaler_action_name(a->decision.action), a->decision.depth);
     poll_end(a);
     return;
   }
@@ -309,6 +324,7 @@ static void poll_cb(uv_timer_t *t) {
   redis_pipeline_t p;
   redis_pipeline_init(&p);
   store_load_append(&a->store, &p);
+  redis_pipeline_appendf(&p, "GET %s", a->store.k_paused);
   int rc = sidekiq_read_with(&a->redis, a->cfg->sidekiq_namespace, a->log, &p,
                              on_state_reply, on_stats, a);
   if (rc < 0) on_stats(rc, NULL, redis_strerror(rc), a);
@@ -365,6 +381,134 @@ static void on_signal(uv_signal_t *s, int signum) {
   agent_stop(a, a->stop_cb);
 }
 
+/* ---- the control socket ------------------------------------------- */
+
+static const char *role_of(agent_t *a) {
+  if (a->redis.state != REDIS_STATE_READY) return "disconnected";
+  return leader_is_leader(&a->leader) ? "leader" : "follower";
+}
+
+/* Every field the design names for `status --json`. Figures that only the
+ * leader observes (queues, pool usage, event) are those of its last poll;
+ * a follower shows the event as it last read it, if ever. */
+static char *status_json(agent_t *a) {
+  cJSON *o = cJSON_CreateObject();
+  char url[512];
+  redis_url_redacted(&a->redis.url, url, sizeof(url));
+  cJSON_AddStringToObject(o, "version", SCALEKIQ_VERSION);
+  cJSON_AddNumberToObject(o, "pid", (double)getpid());
+  cJSON_AddStringToObject(o, "identity", a->cfg->identity);
+  cJSON_AddStringToObject(o, "id", leader_id(&a->leader));
+  cJSON_AddStringToObject(o, "role", role_of(a));
+  cJSON_AddStringToObject(o, "leader", leader_current(&a->leader));
+  cJSON_AddBoolToObject(o, "paused", a->paused);
+  cJSON_AddBoolToObject(o, "dry_run", a->cfg->dry_run);
+  cJSON_AddStringToObject(o, "formation", a->cfg->formation);
+  cJSON *redis = cJSON_AddObjectToObject(o, "redis");
+  cJSON_AddBoolToObject(redis, "connected", a->redis.state == REDIS_STATE_READY);
+  cJSON_AddStringToObject(redis, "url", url);
+  cJSON *ev = cJSON_AddObjectToObject(o, "event");
+  cJSON_AddNumberToObject(ev, "depth", (double)a->state.depth);
+  cJSON_AddNumberToObject(ev, "started_at", a->state.event_started);
+  cJSON_AddNumberToObject(ev, "last_alerted_at", a->state.last_alerted);
+  if (a->state.initial_workers >= 0)
+    cJSON_AddNumberToObject(ev, "initial_workers", (double)a->state.initial_workers);
+  else
+    cJSON_AddNullToObject(ev, "initial_workers");
+  cJSON *qs = cJSON_AddArrayToObject(o, "queues");
+  const sidekiq_stats_t *st = a->last_stats;
+  for (size_t i = 0; st && i < st->nqueues; i++) {
+    cJSON *q = cJSON_CreateObject();
+    cJSON_AddStringToObject(q, "name", st->queues[i].name);
+    cJSON_AddNumberToObject(q, "size", (double)st->queues[i].size);
+    cJSON_AddNumberToObject(q, "latency", round(st->queues[i].latency * 1000) / 1000);
+    cJSON_AddItemToArray(qs, q);
+  }
+  if (st) cJSON_AddNumberToObject(o, "pool_usage", st->pool_usage);
+  else cJSON_AddNullToObject(o, "pool_usage");
+  const agent_action_t *la = &a->last_action;
+  if (la->valid) {
+    cJSON *act = cJSON_AddObjectToObject(o, "last_action");
+    cJSON_AddStringToObject(act, "action", scaler_action_name(la->action));
+    cJSON_AddStringToObject(act, "result", scaler_result_name(la->result));
+    cJSON_AddNumberToObject(act, "at", la->at);
+    if (la->from >= 0) cJSON_AddNumberToObject(act, "from", (double)la->from);
+    else cJSON_AddNullToObject(act, "from");
+    if (la->to >= 0) cJSON_AddNumberToObject(act, "to", (double)la->to);
+    else cJSON_AddNullToObject(act, "to");
+    cJSON_AddStringToObject(act, "error", la->error);
+  } else {
+    cJSON_AddNullToObject(o, "last_action");
+  }
+  cJSON_AddNumberToObject(o, "polls", (double)a->polls);
+  char *out = cJSON_PrintUnformatted(o);
+  cJSON_Delete(o);
+  return out;
+}
+
+typedef struct pause_req {
+  agent_t *agent;
+  uint64_t id;
+  int pause;
+} pause_req_t;
+
+static void on_pause_written(redis_t *r, int status, redisReply **rep, size_t n,
+                             void *data) {
+  (void)r;
+  pause_req_t *p = data;
+  agent_t *a = p->agent;
+  int ok = status == 0 && n == 1 && rep[0]->type != REDIS_REPLY_ERROR;
+  if (ok) {
+    a->paused = p->pause;
+    log_event(a->log, LOG_INFO, p->pause ? "paused" : "resumed", "by=control_socket");
+  }
+  if (!a->closing)
+    control_respond(&a->control, p->id, ok ? 0 : CONTROL_E_IO,
+                    strdup(ok ? (p->pause ? "paused: no formation change until resume"
+                                          : "resumed")
+                              : "could not write the pause flag to Redis"));
+  free(p);
+}
+
+static int on_control(control_t *c, const control_request_t *req, char **reply,
+                      void *data) {
+  (void)c;
+  agent_t *a = data;
+  switch (req->command) {
+  case CONTROL_STATUS:
+    *reply = status_json(a);
+    return *reply ? 0 : CONTROL_E_NOMEM;
+  case CONTROL_PAUSE:
+  case CONTROL_RESUME: {
+    /* Shared through Redis, so it holds for whichever agent leads. */
+    pause_req_t *p = malloc(sizeof(*p));
+    if (p == NULL) return CONTROL_E_NOMEM;
+    *p = (pause_req_t){.agent = a, .id = req->id, .pause = req->command == CONTROL_PAUSE};
+    int rc = p->pause ? redis_command(&a->redis, on_pause_written, p, "SET %s 1", a->store.k_paused)
+                      : redis_command(&a->redis, on_pause_written, p, "DEL %s", a->store.k_paused);
+    if (rc < 0) {
+      free(p);
+      *reply = strdup("Redis is not connected; try again");
+      return CONTROL_E_IO;
+    }
+    return CONTROL_DEFER;
+  }
+  case CONTROL_STEP_DOWN:
+    if (!leader_is_leader(&a->leader)) {
+      *reply = strdup("this agent does not lead; nothing to step down from");
+      return CONTROL_E_REQUEST;
+    }
+    leader_step_down(&a->leader);
+    *reply = strdup("stepped down: another agent takes over at its next lock tick");
+    return 0;
+  case CONTROL_METRICS:
+  case CONTROL_HISTORY:
+    *reply = strdup("not built yet in this version");
+    return CONTROL_E_REQUEST;
+  }
+  return CONTROL_E_REQUEST;
+}
+
 /* ---- lifecycle ----------------------------------------------------- */
 
 static void maybe_stopped(agent_t *a) {
@@ -372,6 +516,8 @@ static void maybe_stopped(agent_t *a) {
     store_close(&a->store);
     sidekiq_stats_free(a->stats);
     a->stats = NULL;
+    sidekiq_stats_free(a->last_stats);
+    a->last_stats = NULL;
     free(a->inputs);
     a->inputs = NULL;
     if (a->stop_cb) a->stop_cb(a);
@@ -452,6 +598,19 @@ int agent_init(uv_loop_t *loop, agent_t *a, const config_t *cfg, log_t *log,
       return -1;
     }
   }
+  control_options_t co;
+  control_options_default(&co);
+  co.path = cfg->socket_path;
+  co.log = log;
+  co.handler = on_control;
+  co.data = a;
+  if (control_init(loop, &a->control, &co, err, errlen) != 0) {
+    if (a->have_heroku) heroku_close(&a->heroku, NULL);
+    leader_close(&a->leader, NULL);
+    store_close(&a->store);
+    redis_close(&a->redis, NULL);
+    return -1;
+  }
   uv_timer_init(loop, &a->poll_timer);
   uv_signal_init(loop, &a->sigterm);
   uv_signal_init(loop, &a->sigint);
@@ -475,8 +634,13 @@ static void leader_closed(leader_t *l) {
   maybe_stopped((agent_t *)((char *)l - offsetof(agent_t, leader)));
 }
 
+static void control_closed(control_t *c) {
+  maybe_stopped((agent_t *)((char *)c - offsetof(agent_t, control)));
+}
+
 static void close_handles(agent_t *a) {
-  a->handles_open = 6 - (a->have_heroku ? 0 : 1);
+  a->handles_open = 7 - (a->have_heroku ? 0 : 1);
+  control_close(&a->control, control_closed);
   uv_close((uv_handle_t *)&a->poll_timer, handle_closed);
   uv_close((uv_handle_t *)&a->sigterm, handle_closed);
   uv_close((uv_handle_t *)&a->sigint, handle_closed);

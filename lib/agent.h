@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "control.h"
 #include "heroku.h"
 #include "leader.h"
 #include "log.h"
@@ -39,6 +40,7 @@ struct agent {
   store_t store;
   leader_t leader;
   heroku_t heroku;
+  control_t control;
   int have_heroku; /* app and token configured */
   uv_timer_t poll_timer;
   uv_signal_t sigterm, sigint;
@@ -49,7 +51,9 @@ struct agent {
   int polling;
   double now;
   sidekiq_stats_t *stats;
+  sidekiq_stats_t *last_stats; /* of the last poll that read them */
   scaler_state_t loaded; /* the persisted state as this poll read it */
+  int paused;            /* N/paused as the last poll read it */
   int loaded_status;     /* 0, or why it could not be read */
   scaler_queue_t *inputs;
   scaler_decision_t decision;

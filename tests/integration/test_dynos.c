@@ -26,6 +26,7 @@ static fake_heroku_t H;
 static pid_t agents[MAX_AGENTS];
 static char logs[MAX_AGENTS][160];
 static char env_redis[128], env_api[128], env_dyno[MAX_AGENTS][32];
+static char env_sock[MAX_AGENTS][128];
 
 static void start(void) {
   test_redis_start(&R);
@@ -46,7 +47,9 @@ static void agent_up(int i) {
   snprintf(env_api, sizeof(env_api), "HEROKU_API_URL=%s", fake_heroku_url(&H));
   snprintf(env_dyno[i], sizeof(env_dyno[i]), "DYNO=worker.%d", i + 1);
   snprintf(logs[i], sizeof(logs[i]), "%s/agent%d.log", R.dir, i + 1);
+  snprintf(env_sock[i], sizeof(env_sock[i]), "SCALEKIQ_SOCKET=%s/agent%d.sock", R.dir, i + 1);
   const char *env[] = {env_redis,
+                       env_sock[i],
                        env_api,
                        env_dyno[i],
                        "HEROKU_API_KEY=" TOKEN,
@@ -228,4 +231,119 @@ Test(dynos, redis_restart_mid_event) {
   cr_assert(test_wait_for(anyone_leads, NULL, 10), "nobody leads after the restart");
   finish_event();
   assert_one_clean_event();
+}
+
+/* ---- the control socket ------------------------------------------- */
+
+static int cli(int i, const char *command, const char *flag, char **out) {
+  char sock[160];
+  snprintf(sock, sizeof(sock), "%s", env_sock[i]);
+  const char *env[] = {sock, NULL};
+  const char *argv[] = {SCALEKIQ_BIN, command, flag, NULL};
+  char *err;
+  int rc = test_run(argv, env, 20, out, &err);
+  free(err);
+  return rc;
+}
+
+static cJSON *status_of(int i) {
+  char *out;
+  cr_assert_eq(cli(i, "status", "--json", &out), 0, "status of agent %d failed", i + 1);
+  cJSON *j = cJSON_Parse(out);
+  cr_assert(cJSON_IsObject(j), "not JSON: %s", out);
+  free(out);
+  return j;
+}
+
+static const char *jstr(const cJSON *o, const char *k) {
+  const cJSON *v = cJSON_GetObjectItem(o, k);
+  cr_assert(cJSON_IsString(v), "field %s missing or not a string", k);
+  return v->valuestring;
+}
+
+static const char *needle_log;
+static int needle_agent;
+static bool agent_log_has(void *arg) {
+  (void)arg;
+  char *log = test_read_file(logs[needle_agent]);
+  bool ok = strstr(log, needle_log) != NULL;
+  free(log);
+  return ok;
+}
+
+Test(dynos, status_pause_resume_and_step_down_through_the_socket) {
+  for (int i = 0; i < 2; i++) agent_up(i);
+  cr_assert(test_wait_for(anyone_leads, NULL, 10));
+  int l = leader_index(), f = 1 - l;
+
+  cJSON *s = status_of(l);
+  cr_assert_str_eq(jstr(s, "role"), "leader");
+  cr_assert_eq((pid_t)cJSON_GetObjectItem(s, "pid")->valuedouble, agents[l]);
+  char dyno[32];
+  snprintf(dyno, sizeof(dyno), "worker.%d", l + 1);
+  cr_assert_str_eq(jstr(s, "identity"), dyno);
+  cr_assert_str_not_empty(jstr(s, "version"));
+  cr_assert_str_eq(jstr(s, "leader"), jstr(s, "id"));
+  cr_assert(cJSON_IsFalse(cJSON_GetObjectItem(s, "paused")));
+  cr_assert(cJSON_IsFalse(cJSON_GetObjectItem(s, "dry_run")));
+  const cJSON *redis = cJSON_GetObjectItem(s, "redis");
+  cr_assert(cJSON_IsTrue(cJSON_GetObjectItem(redis, "connected")));
+  cr_assert_str_eq(jstr(redis, "url"), R.url);
+  const cJSON *ev = cJSON_GetObjectItem(s, "event");
+  cr_assert(cJSON_IsObject(ev));
+  cr_assert_not_null(cJSON_GetObjectItem(ev, "depth"));
+  cr_assert_not_null(cJSON_GetObjectItem(ev, "started_at"));
+  cr_assert_not_null(cJSON_GetObjectItem(ev, "last_alerted_at"));
+  cr_assert_not_null(cJSON_GetObjectItem(ev, "initial_workers"));
+  cr_assert(cJSON_IsArray(cJSON_GetObjectItem(s, "queues")));
+  cr_assert_not_null(cJSON_GetObjectItem(s, "pool_usage"));
+  cr_assert_not_null(cJSON_GetObjectItem(s, "last_action"));
+  char leader_id[200];
+  snprintf(leader_id, sizeof(leader_id), "%s", jstr(s, "id"));
+  cJSON_Delete(s);
+
+  s = status_of(f);
+  cr_assert_str_eq(jstr(s, "role"), "follower");
+  cr_assert_str_eq(jstr(s, "leader"), leader_id, "the follower does not know who leads");
+  cJSON_Delete(s);
+
+  /* paused through the follower: it holds for the leader, via Redis */
+  char *out;
+  cr_assert_eq(cli(f, "pause", NULL, &out), 0, "%s", out);
+  free(out);
+  push_old_job();
+  needle_agent = l;
+  needle_log = "event=action_paused";
+  cr_assert(test_wait_for(agent_log_has, NULL, 10), "the leader never held back");
+  cr_assert_eq(fake_heroku_count(&H, "PATCH"), 0, "a formation change while paused");
+  s = status_of(l);
+  cr_assert(cJSON_IsTrue(cJSON_GetObjectItem(s, "paused")));
+  cJSON_Delete(s);
+
+  cr_assert_eq(cli(f, "resume", NULL, &out), 0, "%s", out);
+  free(out);
+  wait_patches(1, 10);
+
+  /* a step-down moves leadership to the other agent */
+  cr_assert_eq(cli(l, "step-down", NULL, &out), 0, "%s", out);
+  free(out);
+  not_this = l;
+  cr_assert(test_wait_for(someone_else_leads, NULL, 10), "leadership did not move");
+  s = status_of(f);
+  cr_assert_str_eq(jstr(s, "role"), "leader");
+  cJSON_Delete(s);
+
+  /* the human summary, and no agent at all */
+  cr_assert_eq(cli(f, "status", NULL, &out), 0);
+  cr_assert_not_null(strstr(out, "role      leader"), "%s", out);
+  free(out);
+  test_stop(agents[f], SIGTERM, 10);
+  agents[f] = 0;
+  char *err;
+  const char *env[] = {env_sock[f], NULL};
+  const char *argv[] = {SCALEKIQ_BIN, "status", NULL};
+  cr_assert_eq(test_run(argv, env, 20, &out, &err), 1);
+  cr_assert_not_null(strstr(err, "agent"), "%s", err);
+  free(out);
+  free(err);
 }

@@ -41,9 +41,11 @@ TestSuite(scale, .init = start, .fini = stop);
 static pid_t agent_start(const char *token, const char *const *extra) {
   snprintf(env_redis, sizeof(env_redis), "SCALEKIQ_REDIS_URL=%s", R.url);
   snprintf(env_api, sizeof(env_api), "HEROKU_API_URL=%s", fake_heroku_url(&H));
-  static char env_token[96];
+  static char env_token[96], env_sock[128];
   snprintf(env_token, sizeof(env_token), "HEROKU_API_KEY=%s", token);
+  snprintf(env_sock, sizeof(env_sock), "SCALEKIQ_SOCKET=%s/agent.sock", R.dir);
   const char *env[16] = {env_redis,
+                         env_sock,
                          env_api,
                          env_token,
                          "HEROKU_APP_NAME=" FAKE_HEROKU_APP,
@@ -53,7 +55,7 @@ static pid_t agent_start(const char *token, const char *const *extra) {
                          "SCALEKIQ_MAX_ADDITIONAL_WORKERS=2",
                          "SCALEKIQ_REQUEST_TIMEOUT=2",
                          NULL};
-  int n = 9;
+  int n = 10;
   for (int i = 0; extra && extra[i] && n < 15; i++) env[n++] = extra[i];
   env[n] = NULL;
   const char *argv[] = {SCALEKIQ_BIN, "run", NULL};
