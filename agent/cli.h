@@ -21,5 +21,6 @@ int cli_load_config(config_t *cfg, log_t *log, int argc, char **argv,
 int cmd_queues(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_control(const char *command, int argc, char **argv);
+int cmd_history(int argc, char **argv);
 
 #endif

@@ -21,7 +21,10 @@ static const char usage[] =
     "                     the pool usage (one-shot; needs no running agent)\n"
     "  status [--json]    what the local agent sees and does (its socket:\n"
     "                     SCALEKIQ_SOCKET, default /tmp/scalekiq.sock)\n"
+    "  metrics            the local agent's figures, Prometheus text format\n"
     "  pause | resume     stop / restart formation changes, for every agent\n"
+    "  history [--json] [-n N]\n"
+    "                     the event history all agents share, newest first\n"
     "  step-down          the local agent hands leadership over now\n"
     "  --version          print the version\n"
     "  --help             this text\n"
@@ -78,7 +81,8 @@ int main(int argc, char **argv) {
   }
   if (strcmp(cmd, "queues") == 0) return cmd_queues(argc - 2, argv + 2);
   if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2);
-  if (strcmp(cmd, "status") == 0 || strcmp(cmd, "pause") == 0 ||
+  if (strcmp(cmd, "history") == 0) return cmd_history(argc - 2, argv + 2);
+  if (strcmp(cmd, "status") == 0 || strcmp(cmd, "metrics") == 0 || strcmp(cmd, "pause") == 0 ||
       strcmp(cmd, "resume") == 0 || strcmp(cmd, "step-down") == 0)
     return cmd_control(cmd, argc - 2, argv + 2);
   fprintf(stderr, "scalekiq: unknown command '%s'; see scalekiq --help\n", cmd);

@@ -6,14 +6,13 @@
 #include <string.h>
 
 #include "cli.h"
+#include "oneshot.h"
 #include "sidekiq.h"
 
 typedef struct queues_run {
-  redis_t redis;
+  oneshot_t session;
   log_t log;
   int json;
-  int status;
-  const config_t *cfg;
 } queues_run_t;
 
 static double round_ms(double s) { return round(s * 1000.0) / 1000.0; }
@@ -58,40 +57,19 @@ static void print_table(const sidekiq_stats_t *s) {
 static void on_read(int status, sidekiq_stats_t *stats, const char *detail,
                     void *data) {
   queues_run_t *run = data;
+  int rc = EXIT_FAIL;
   if (status < 0) {
     fprintf(stderr, "scalekiq: reading Sidekiq's queues failed: %s\n", detail);
-    run->status = EXIT_FAIL;
   } else {
-    run->status = run->json ? print_json(stats) : (print_table(stats), EXIT_OK);
+    rc = run->json ? print_json(stats) : (print_table(stats), EXIT_OK);
     sidekiq_stats_free(stats);
   }
-  log_event(&run->log, LOG_DEBUG, "redis_stats", "commands=%llu round_trips=%llu",
-            (unsigned long long)run->redis.stats.commands,
-            (unsigned long long)run->redis.stats.writes);
-  redis_close(&run->redis, NULL);
+  oneshot_done(&run->session, rc);
 }
 
-static void on_state(redis_t *r, enum redis_state state, int status,
-                     const char *detail, void *data) {
-  queues_run_t *run = data;
-  if (state == REDIS_STATE_READY) {
-    int rc = sidekiq_read(r, run->cfg->sidekiq_namespace, &run->log, on_read, run);
-    if (rc < 0) {
-      fprintf(stderr, "scalekiq: %s\n", redis_strerror(rc));
-      run->status = EXIT_FAIL;
-      redis_close(r, NULL);
-    }
-  } else if (state == REDIS_STATE_DISCONNECTED && status < 0) {
-    char url[512];
-    redis_url_redacted(&r->url, url, sizeof(url));
-    fprintf(stderr, "scalekiq: cannot reach Redis at %s (from %s): %s\n", url,
-            run->cfg->redis_url_source, detail);
-    /* A TLS failure's detail already says which setting to change. */
-    if (status != REDIS_E_TLS)
-      fprintf(stderr, "scalekiq: check that Redis is up and the URL is right\n");
-    run->status = EXIT_FAIL;
-    redis_close(r, NULL);
-  }
+static int start_read(oneshot_t *o) {
+  queues_run_t *run = o->data;
+  return sidekiq_read(&o->redis, o->cfg->sidekiq_namespace, o->log, on_read, run);
 }
 
 int cmd_queues(int argc, char **argv) {
@@ -104,33 +82,13 @@ int cmd_queues(int argc, char **argv) {
   if (consumed != argc) {
     fprintf(stderr, "scalekiq: queues takes no argument '%s'; see scalekiq --help\n",
             argv[consumed]);
-    config_free(&cfg);
-    log_close(&run.log);
-    return EXIT_USAGE;
-  }
-  run.cfg = &cfg;
-  run.status = EXIT_FAIL;
-
-  uv_loop_t loop;
-  uv_loop_init(&loop);
-  redis_options_t opts;
-  redis_options_default(&opts);
-  opts.reconnect = 0; /* one-shot: report, do not retry */
-  opts.connect_timeout = cfg.request_timeout;
-  opts.request_timeout = cfg.request_timeout;
-  opts.log = &run.log;
-  opts.on_state = on_state;
-  opts.data = &run;
-  config_redis_tls(&cfg, &opts.tls);
-  if (redis_init(&loop, &run.redis, cfg.redis_url, &opts) != 0) {
-    fprintf(stderr, "scalekiq: %s\n", redis_last_error(&run.redis));
-    run.status = EXIT_USAGE;
+    rc = EXIT_USAGE;
   } else {
-    redis_connect(&run.redis);
-    uv_run(&loop, UV_RUN_DEFAULT);
+    run.session = (oneshot_t){.log = &run.log, .cfg = &cfg, .on_ready = start_read,
+                              .data = &run};
+    rc = oneshot_run(&run.session);
   }
-  uv_loop_close(&loop);
   config_free(&cfg);
   log_close(&run.log);
-  return run.status;
+  return rc;
 }

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <math.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,9 +84,49 @@ static void log_action(agent_t *a, enum scaler_result result, const char *error)
             a->stats ? a->stats->pool_usage : 0.0, extra);
 }
 
+/* ---- the shared history --------------------------------------------- */
+
+#define HISTORY_MAX 1000 /* entries kept in N/history */
+
+static void on_history_written(redis_t *r, int status, redisReply **rep, size_t n,
+                               void *data) {
+  (void)r;
+  agent_t *a = data;
+  if (status < 0 || n < 1 || rep[0]->type == REDIS_REPLY_ERROR)
+    log_event(a->log, LOG_WARN, "history_write_failed", "error=\"%s\"",
+              status < 0 ? redis_strerror(status) : "Redis refused LPUSH");
+}
+
+/* Appends entry (consumed) to the history every agent shares: what
+ * changed, when, and which dyno did it. Best effort: a lost entry is
+ * logged, never retried, and never holds up scaling. */
+static void history_add(agent_t *a, cJSON *entry) {
+  if (entry == NULL) return;
+  cJSON_AddNumberToObject(entry, "at", wall_now());
+  cJSON_AddStringToObject(entry, "dyno", a->cfg->identity);
+  cJSON_AddStringToObject(entry, "agent", leader_id(&a->leader));
+  char *text = cJSON_PrintUnformatted(entry);
+  cJSON_Delete(entry);
+  if (text == NULL) return;
+  redis_pipeline_t p;
+  redis_pipeline_init(&p);
+  redis_pipeline_appendf(&p, "LPUSH %s %s", a->store.k_history, text);
+  redis_pipeline_appendf(&p, "LTRIM %s 0 %d", a->store.k_history, HISTORY_MAX - 1);
+  free(text);
+  if (redis_pipeline_send(&a->redis, &p, on_history_written, a) < 0)
+    log_event(a->log, LOG_WARN, "history_write_failed", "error=\"not connected\"");
+}
+
+static cJSON *history_entry(const char *event) {
+  cJSON *e = cJSON_CreateObject();
+  if (e) cJSON_AddStringToObject(e, "event", event);
+  return e;
+}
+
 /* ---- the poll ------------------------------------------------------ */
 
 static void poll_end(agent_t *a) {
+  a->poll_seconds = (double)(uv_hrtime() - a->poll_started) / 1e9;
   if (a->stats) { /* kept for status until the next poll's */
     sidekiq_stats_free(a->last_stats);
     a->last_stats = a->stats;
@@ -113,6 +154,7 @@ static void finish_action(agent_t *a, enum scaler_result result, const char *err
   int ok = scaler_apply(&a->settings, &a->state, &a->decision, result, done) == 0;
   if (!ok && result != SCALER_FAILED) result = SCALER_FAILED;
   log_action(a, result, error);
+  a->actions[result]++;
   agent_action_t *la = &a->last_action;
   la->valid = 1;
   la->action = a->decision.action;
@@ -121,6 +163,18 @@ static void finish_action(agent_t *a, enum scaler_result result, const char *err
   la->from = a->plan.kind == SCALER_PLAN_SEND ? a->plan.from : -1;
   la->to = a->plan.kind == SCALER_PLAN_SEND ? a->plan.quantity : -1;
   snprintf(la->error, sizeof(la->error), "%s", error ? error : "");
+  if (ok && a->decision.action == SCALER_SCALE_UP && a->decision.depth == 1)
+    history_add(a, history_entry("event_start"));
+  cJSON *h = history_entry(a->decision.action == SCALER_RESTORE ? "restore" : "scale_up");
+  if (h) {
+    cJSON_AddStringToObject(h, "formation", a->cfg->formation);
+    cJSON_AddNumberToObject(h, "depth", (double)a->decision.depth);
+    cJSON_AddStringToObject(h, "result", scaler_result_name(result));
+    if (la->from >= 0) cJSON_AddNumberToObject(h, "from", (double)la->from);
+    if (la->to >= 0) cJSON_AddNumberToObject(h, "to", (double)la->to);
+    if (error && *error) cJSON_AddStringToObject(h, "error", error);
+  }
+  history_add(a, h);
   if (!ok) { /* nothing persisted changed: the step is tried again */
     poll_end(a);
     return;
@@ -131,9 +185,22 @@ static void finish_action(agent_t *a, enum scaler_result result, const char *err
 
 /* Once a change was sent, its result is recorded even while stopping:
  * the state write is what keeps the next leader from repeating it. */
+static void count_api_error(agent_t *a, const heroku_result_t *res) {
+  if (res->status == 0 || res->status == HEROKU_E_CLOSED) return;
+  size_t n = sizeof(a->api_errors) / sizeof(a->api_errors[0]);
+  for (size_t i = 0; i < n; i++) {
+    if (a->api_errors[i].count == 0 || a->api_errors[i].status == res->http_status) {
+      a->api_errors[i].status = res->http_status;
+      a->api_errors[i].count++;
+      return;
+    }
+  }
+}
+
 static void on_quantity_set(heroku_t *h, const heroku_result_t *res, void *data) {
   (void)h;
   agent_t *a = data;
+  count_api_error(a, res);
   if (res->status == 0) finish_action(a, SCALER_SCALED, NULL);
   else if (res->status == HEROKU_E_LIMIT) finish_action(a, SCALER_MAXSCALE, res->detail);
   else finish_action(a, SCALER_FAILED, res->detail);
@@ -175,6 +242,7 @@ static void on_formation(heroku_t *h, const heroku_result_t *res, void *data) {
     poll_end(a);
     return;
   }
+  count_api_error(a, res);
   if (!still_leading(a)) return;
   if (res->status != 0) {
     finish_action(a, SCALER_FAILED, res->detail);
@@ -319,6 +387,7 @@ static void poll_cb(uv_timer_t *t) {
   }
   a->polling = 1;
   a->polls++;
+  a->poll_started = uv_hrtime();
   a->poll_writes = a->redis.stats.writes;
   a->loaded_status = REDIS_E_PROTOCOL; /* until its reply says otherwise */
   redis_pipeline_t p;
@@ -358,8 +427,11 @@ static void on_redis_state(redis_t *r, enum redis_state st, int status,
 static void on_leader_change(leader_t *l, int is_leader, const char *why,
                              void *data) {
   (void)l;
-  (void)why; /* the leader module logs the change */
   agent_t *a = data;
+  cJSON *h = history_entry(is_leader ? "leader_elected" : "leader_lost");
+  if (h) cJSON_AddStringToObject(h, "why", why);
+  if (!a->closing) history_add(a, h);
+  else cJSON_Delete(h);
   if (is_leader && !a->stopping) {
     /* act now, not a whole poll interval after winning */
     uv_timer_again(&a->poll_timer);
@@ -446,6 +518,103 @@ static char *status_json(agent_t *a) {
   return out;
 }
 
+/* Prometheus text exposition (version 0.0.4). */
+typedef struct text {
+  char *buf;
+  size_t len, cap;
+  int failed;
+} text_t;
+
+static void text_add(text_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void text_add(text_t *t, const char *fmt, ...) {
+  va_list ap;
+  for (int pass = 0; pass < 2 && !t->failed; pass++) {
+    va_start(ap, fmt);
+    int n = vsnprintf(t->buf ? t->buf + t->len : NULL, t->buf ? t->cap - t->len : 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+      t->failed = 1;
+      return;
+    }
+    if (t->buf && t->len + (size_t)n < t->cap) {
+      t->len += (size_t)n;
+      return;
+    }
+    size_t cap = t->cap ? t->cap : 4096;
+    while (cap <= t->len + (size_t)n) cap *= 2;
+    char *nb = realloc(t->buf, cap);
+    if (nb == NULL) {
+      t->failed = 1;
+      return;
+    }
+    t->buf = nb;
+    t->cap = cap;
+  }
+}
+
+static void metric_head(text_t *t, const char *name, const char *type, const char *help) {
+  text_add(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A label value: backslash, double quote and newline escaped. */
+static void label_value(char *out, size_t size, const char *in) {
+  size_t o = 0;
+  for (; *in && o + 3 < size; in++) {
+    if (*in == '\\' || *in == '"') out[o++] = '\\', out[o++] = *in;
+    else if (*in == '\n') out[o++] = '\\', out[o++] = 'n';
+    else out[o++] = *in;
+  }
+  out[o] = '\0';
+}
+
+static char *metrics_text(agent_t *a) {
+  text_t t = {0};
+  char v[512];
+  const sidekiq_stats_t *st = a->last_stats;
+  metric_head(&t, "scalekiq_queue_latency_seconds", "gauge",
+              "Age of the oldest job of each queue at the leader's last poll.");
+  for (size_t i = 0; st && i < st->nqueues; i++) {
+    label_value(v, sizeof(v), st->queues[i].name);
+    text_add(&t, "scalekiq_queue_latency_seconds{queue=\"%s\"} %.3f\n", v,
+             st->queues[i].latency);
+  }
+  metric_head(&t, "scalekiq_queue_size", "gauge", "Jobs waiting in each queue.");
+  for (size_t i = 0; st && i < st->nqueues; i++) {
+    label_value(v, sizeof(v), st->queues[i].name);
+    text_add(&t, "scalekiq_queue_size{queue=\"%s\"} %lld\n", v, st->queues[i].size);
+  }
+  metric_head(&t, "scalekiq_pool_usage", "gauge", "Busy threads over concurrency.");
+  text_add(&t, "scalekiq_pool_usage %.4f\n", st ? st->pool_usage : 0.0);
+  metric_head(&t, "scalekiq_event_depth", "gauge", "Alerts so far in the current event.");
+  text_add(&t, "scalekiq_event_depth %ld\n", a->state.depth);
+  metric_head(&t, "scalekiq_is_leader", "gauge", "1 while this agent holds the lock.");
+  text_add(&t, "scalekiq_is_leader %d\n", leader_is_leader(&a->leader) ? 1 : 0);
+  metric_head(&t, "scalekiq_paused", "gauge", "1 while formation changes are paused.");
+  text_add(&t, "scalekiq_paused %d\n", a->paused ? 1 : 0);
+  metric_head(&t, "scalekiq_scale_actions_total", "counter", "Scale actions by result.");
+  for (int r = SCALER_SCALED; r <= SCALER_DRY_RUN; r++)
+    text_add(&t, "scalekiq_scale_actions_total{result=\"%s\"} %llu\n",
+             scaler_result_name((enum scaler_result)r), (unsigned long long)a->actions[r]);
+  metric_head(&t, "scalekiq_redis_up", "gauge", "1 while connected to Redis.");
+  text_add(&t, "scalekiq_redis_up %d\n", a->redis.state == REDIS_STATE_READY ? 1 : 0);
+  metric_head(&t, "scalekiq_platform_api_errors_total", "counter",
+              "Failed Platform API calls by HTTP status (0: no reply).");
+  for (size_t i = 0; i < sizeof(a->api_errors) / sizeof(a->api_errors[0]); i++)
+    if (a->api_errors[i].count)
+      text_add(&t, "scalekiq_platform_api_errors_total{status=\"%ld\"} %llu\n",
+               a->api_errors[i].status, (unsigned long long)a->api_errors[i].count);
+  metric_head(&t, "scalekiq_poll_duration_seconds", "gauge", "Duration of the last poll.");
+  text_add(&t, "scalekiq_poll_duration_seconds %.6f\n", a->poll_seconds);
+  metric_head(&t, "scalekiq_polls_total", "counter", "Polls this agent has run.");
+  text_add(&t, "scalekiq_polls_total %llu\n", (unsigned long long)a->polls);
+  if (t.failed) {
+    free(t.buf);
+    return NULL;
+  }
+  if (t.len > 0 && t.buf[t.len - 1] == '\n') t.buf[--t.len] = '\0'; /* the server adds it */
+  return t.buf;
+}
+
 typedef struct pause_req {
   agent_t *agent;
   uint64_t id;
@@ -461,6 +630,7 @@ static void on_pause_written(redis_t *r, int status, redisReply **rep, size_t n,
   if (ok) {
     a->paused = p->pause;
     log_event(a->log, LOG_INFO, p->pause ? "paused" : "resumed", "by=control_socket");
+    history_add(a, history_entry(p->pause ? "pause" : "resume"));
   }
   if (!a->closing)
     control_respond(&a->control, p->id, ok ? 0 : CONTROL_E_IO,
@@ -502,8 +672,10 @@ static int on_control(control_t *c, const control_request_t *req, char **reply,
     *reply = strdup("stepped down: another agent takes over at its next lock tick");
     return 0;
   case CONTROL_METRICS:
+    *reply = metrics_text(a);
+    return *reply ? 0 : CONTROL_E_NOMEM;
   case CONTROL_HISTORY:
-    *reply = strdup("not built yet in this version");
+    *reply = strdup("the history is read from Redis: run `scalekiq history`");
     return CONTROL_E_REQUEST;
   }
   return CONTROL_E_REQUEST;

@@ -60,6 +60,10 @@ struct agent {
   scaler_plan_t plan;
 
   agent_action_t last_action;
+  uint64_t actions[SCALER_DRY_RUN + 1]; /* by result */
+  struct { long status; uint64_t count; } api_errors[16]; /* by HTTP status, 0: network */
+  uint64_t poll_started;                /* uv_hrtime() */
+  double poll_seconds;                  /* duration of the last poll */
   uint64_t polls, poll_errors;
   uint64_t poll_writes; /* redis round trips before this poll began */
   int redis_down_logged;

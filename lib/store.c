@@ -73,8 +73,9 @@ int store_init(store_t *s, redis_t *r, const char *ns, const char *formation,
   s->k_leader = key(ns, "leader");
   s->k_fence = key(ns, "fence");
   s->k_paused = key(ns, "paused");
-  if (!s->k_initial || !s->k_depth || !s->k_last_alerted ||
-      !s->k_event_started || !s->k_leader || !s->k_fence || !s->k_paused) {
+  s->k_history = key(ns, "history");
+  if (!s->k_initial || !s->k_depth || !s->k_last_alerted || !s->k_event_started ||
+      !s->k_leader || !s->k_fence || !s->k_paused || !s->k_history) {
     store_close(s);
     return REDIS_E_NOMEM;
   }
@@ -84,7 +85,7 @@ int store_init(store_t *s, redis_t *r, const char *ns, const char *formation,
 void store_close(store_t *s) {
   char **keys[] = {&s->k_depth,  &s->k_last_alerted, &s->k_event_started,
                    &s->k_initial, &s->k_leader,      &s->k_fence,
-                   &s->k_paused};
+                   &s->k_paused,  &s->k_history};
   for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
     free(*keys[i]);
     *keys[i] = NULL;

@@ -10,7 +10,7 @@
  *                                                an event (written, not deleted)
  *   N/heroku/F/active_event_initial_workers
  *                            "1"                 integer; ABSENT outside an event
- *   N/leader, N/fence, N/paused                  the agent's own keys (named
+ *   N/leader, N/fence, N/paused, N/history       the agent's own keys (named
  *                                                here, used by leader/agent)
  * The gem hard-codes "amigo/autoscaler/heroku/F/..." for the initial
  * workers; with the default N that is exactly N/heroku/F/..., so one rule
@@ -39,6 +39,7 @@ typedef struct store {
   redis_t *redis;
   char *k_depth, *k_last_alerted, *k_event_started, *k_initial;
   char *k_leader, *k_fence, *k_paused;
+  char *k_history; /* capped list of JSON entries, newest first */
   log_t *log; /* may be NULL */
 } store_t;
 

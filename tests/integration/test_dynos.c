@@ -7,6 +7,7 @@
  */
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -271,6 +272,57 @@ static bool agent_log_has(void *arg) {
   return ok;
 }
 
+/* Checks text against the Prometheus exposition format: HELP and TYPE
+ * lines, then samples `name{label="value",...} number`, each sample's
+ * family declared before it. Returns the value of `sample` (exact text
+ * before the value), or NAN when absent. */
+static double prometheus_check(const char *text, const char *sample) {
+  char typed[64][64];
+  int ntyped = 0;
+  double found = NAN;
+  char *copy = strdup(text), *save = NULL;
+  for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    if (strncmp(line, "# HELP ", 7) == 0) continue;
+    if (strncmp(line, "# TYPE ", 7) == 0) {
+      char name[64], type[32];
+      cr_assert_eq(sscanf(line + 7, "%63s %31s", name, type), 2, "bad TYPE: %s", line);
+      cr_assert(strcmp(type, "gauge") == 0 || strcmp(type, "counter") == 0, "%s", line);
+      cr_assert_lt(ntyped, 64);
+      snprintf(typed[ntyped++], 64, "%s", name);
+      continue;
+    }
+    cr_assert_neq(line[0], '#', "unknown comment: %s", line);
+    size_t n = strspn(line, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_:");
+    cr_assert_gt(n, 0, "no metric name: %s", line);
+    int declared = 0;
+    for (int i = 0; i < ntyped; i++)
+      declared |= strlen(typed[i]) == n && strncmp(typed[i], line, n) == 0;
+    cr_assert(declared, "sample before its TYPE: %s", line);
+    char *p = line + n;
+    if (*p == '{') {
+      p++;
+      while (*p != '}') {
+        size_t ln = strspn(p, "abcdefghijklmnopqrstuvwxyz_");
+        cr_assert(ln > 0 && p[ln] == '=' && p[ln + 1] == '"', "bad label: %s", line);
+        p += ln + 2;
+        while (*p && *p != '"') p += (*p == '\\') ? 2 : 1;
+        cr_assert_eq(*p, '"', "unterminated label value: %s", line);
+        p++;
+        if (*p == ',') p++;
+        else cr_assert_eq(*p, '}', "bad label list: %s", line);
+      }
+      p++;
+    }
+    cr_assert_eq(*p, ' ', "no space before the value: %s", line);
+    char *end;
+    double v = strtod(p + 1, &end);
+    cr_assert(end != p + 1 && *end == '\0', "bad value: %s", line);
+    if (strncmp(line, sample, strlen(sample)) == 0 && line[strlen(sample)] == ' ') found = v;
+  }
+  free(copy);
+  return found;
+}
+
 Test(dynos, status_pause_resume_and_step_down_through_the_socket) {
   for (int i = 0; i < 2; i++) agent_up(i);
   cr_assert(test_wait_for(anyone_leads, NULL, 10));
@@ -323,6 +375,22 @@ Test(dynos, status_pause_resume_and_step_down_through_the_socket) {
   cr_assert_eq(cli(f, "resume", NULL, &out), 0, "%s", out);
   free(out);
   wait_patches(1, 10);
+  want_depth = 1;
+  cr_assert(test_wait_for(depth_at_least, NULL, 10));
+
+  cr_assert_eq(cli(l, "metrics", NULL, &out), 0, "%s", out);
+  cr_assert_eq(prometheus_check(out, "scalekiq_is_leader"), 1, "%s", out);
+  cr_assert_eq(prometheus_check(out, "scalekiq_redis_up"), 1);
+  cr_assert_geq(prometheus_check(out, "scalekiq_scale_actions_total{result=\"scaled\"}"), 1);
+  cr_assert_geq(prometheus_check(out, "scalekiq_queue_latency_seconds{queue=\"default\"}"), 5);
+  cr_assert_eq(prometheus_check(out, "scalekiq_queue_size{queue=\"default\"}"), 1);
+  cr_assert_geq(prometheus_check(out, "scalekiq_event_depth"), 1);
+  cr_assert(!isnan(prometheus_check(out, "scalekiq_pool_usage")));
+  cr_assert(!isnan(prometheus_check(out, "scalekiq_poll_duration_seconds")));
+  free(out);
+  cr_assert_eq(cli(f, "metrics", NULL, &out), 0, "%s", out);
+  cr_assert_eq(prometheus_check(out, "scalekiq_is_leader"), 0, "%s", out);
+  free(out);
 
   /* a step-down moves leadership to the other agent */
   cr_assert_eq(cli(l, "step-down", NULL, &out), 0, "%s", out);

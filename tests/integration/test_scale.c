@@ -415,3 +415,75 @@ Test(scale_tls, a_self_signed_server_is_one_clear_error_line_then_verify_none_wo
   wait_patches(1, 10);
   cr_assert_eq(test_stop(agent, SIGTERM, 10), 0);
 }
+
+static double jnum(const cJSON *o, const char *k) {
+  const cJSON *v = cJSON_GetObjectItem(o, k);
+  return cJSON_IsNumber(v) ? v->valuedouble : -1;
+}
+
+static const char *jstr_or(const cJSON *o, const char *k) {
+  const cJSON *v = cJSON_GetObjectItem(o, k);
+  return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+Test(scale, history_lists_a_full_event_in_order) {
+  fake_heroku_start(&H, TOKEN, "worker=1");
+  push_old_job("default", 30);
+  pid_t agent = agent_start(TOKEN, NULL);
+  wait_patches(2, 10);
+  wait_depth(3, 10);
+  test_redis_cmd_free(&R, "DEL queue:default");
+  wait_patches(3, 10);
+  cr_assert(test_wait_for(depth_zero_after_event, NULL, 5));
+  cr_assert_eq(test_stop(agent, SIGTERM, 10), 0);
+
+  char url[128], *out, *err;
+  snprintf(url, sizeof(url), "--redis-url=%s", R.url);
+  const char *argv[] = {SCALEKIQ_BIN, "history", "--json", "-n", "100", url, NULL};
+  cr_assert_eq(test_run(argv, NULL, 20, &out, &err), 0, "%s", err);
+  cJSON *h = cJSON_Parse(out);
+  cr_assert(cJSON_IsArray(h), "%s", out);
+  /* newest first: walk it backwards for the event in the order it ran */
+  const char *seq[32];
+  const cJSON *ent[32];
+  int n = 0;
+  for (int i = cJSON_GetArraySize(h) - 1; i >= 0 && n < 32; i--) {
+    const cJSON *e = cJSON_GetArrayItem(h, i);
+    cr_assert_str_eq(jstr_or(e, "dyno"), jstr_or(cJSON_GetArrayItem(h, 0), "dyno"));
+    cr_assert_gt(jnum(e, "at"), 0);
+    const char *ev = jstr_or(e, "event");
+    if (strcmp(ev, "event_start") && strcmp(ev, "scale_up") && strcmp(ev, "restore")) continue;
+    ent[n] = e;
+    seq[n++] = ev;
+  }
+  cr_assert_geq(n, 5, "%s", out);
+  cr_assert_str_eq(seq[0], "event_start");
+  cr_assert_str_eq(seq[1], "scale_up");
+  cr_assert_eq(jnum(ent[1], "to"), 2);
+  cr_assert_str_eq(jstr_or(ent[1], "result"), "scaled");
+  cr_assert_str_eq(seq[2], "scale_up");
+  cr_assert_eq(jnum(ent[2], "to"), 3);
+  for (int i = 3; i < n - 1; i++) {
+    cr_assert_str_eq(seq[i], "scale_up");
+    cr_assert_str_eq(jstr_or(ent[i], "result"), "maxscale");
+  }
+  cr_assert_str_eq(seq[n - 1], "restore");
+  cr_assert_eq(jnum(ent[n - 1], "to"), 1);
+  cr_assert_str_eq(jstr_or(ent[n - 1], "result"), "scaled");
+  cJSON_Delete(h);
+  free(out);
+  free(err);
+
+  const char *human[] = {SCALEKIQ_BIN, "history", "-n", "3", url, NULL};
+  cr_assert_eq(test_run(human, NULL, 20, &out, &err), 0, "%s", err);
+  int lines = 0;
+  for (char *p = out; *p; p++) lines += *p == '\n';
+  cr_assert_eq(lines, 3, "%s", out);
+  cr_assert_not_null(strstr(out, "event=restore"), "newest first: %s", out);
+  free(out);
+  free(err);
+  const char *bad[] = {SCALEKIQ_BIN, "history", "-n", "0", NULL};
+  cr_assert_eq(test_run(bad, NULL, 20, &out, &err), 2);
+  free(out);
+  free(err);
+}
