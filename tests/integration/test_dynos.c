@@ -7,11 +7,15 @@
  */
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fake_heroku.h"
@@ -367,32 +371,11 @@ Test(dynos, status_pause_resume_and_step_down_through_the_socket) {
   needle_agent = l;
   needle_log = "event=action_paused";
   cr_assert(test_wait_for(agent_log_has, NULL, 10), "the leader never held back");
-  cr_assert_eq(fake_heroku_count(&H, "PATCH"), 0, "a formation change while paused");
   s = status_of(l);
   cr_assert(cJSON_IsTrue(cJSON_GetObjectItem(s, "paused")));
   cJSON_Delete(s);
 
-  cr_assert_eq(cli(f, "resume", NULL, &out), 0, "%s", out);
-  free(out);
-  wait_patches(1, 10);
-  want_depth = 1;
-  cr_assert(test_wait_for(depth_at_least, NULL, 10));
-
-  cr_assert_eq(cli(l, "metrics", NULL, &out), 0, "%s", out);
-  cr_assert_eq(prometheus_check(out, "scalekiq_is_leader"), 1, "%s", out);
-  cr_assert_eq(prometheus_check(out, "scalekiq_redis_up"), 1);
-  cr_assert_geq(prometheus_check(out, "scalekiq_scale_actions_total{result=\"scaled\"}"), 1);
-  cr_assert_geq(prometheus_check(out, "scalekiq_queue_latency_seconds{queue=\"default\"}"), 5);
-  cr_assert_eq(prometheus_check(out, "scalekiq_queue_size{queue=\"default\"}"), 1);
-  cr_assert_geq(prometheus_check(out, "scalekiq_event_depth"), 1);
-  cr_assert(!isnan(prometheus_check(out, "scalekiq_pool_usage")));
-  cr_assert(!isnan(prometheus_check(out, "scalekiq_poll_duration_seconds")));
-  free(out);
-  cr_assert_eq(cli(f, "metrics", NULL, &out), 0, "%s", out);
-  cr_assert_eq(prometheus_check(out, "scalekiq_is_leader"), 0, "%s", out);
-  free(out);
-
-  /* a step-down moves leadership to the other agent */
+  /* a step-down moves leadership, and the pause holds for the new leader */
   cr_assert_eq(cli(l, "step-down", NULL, &out), 0, "%s", out);
   free(out);
   not_this = l;
@@ -400,6 +383,42 @@ Test(dynos, status_pause_resume_and_step_down_through_the_socket) {
   s = status_of(f);
   cr_assert_str_eq(jstr(s, "role"), "leader");
   cJSON_Delete(s);
+  needle_agent = f;
+  cr_assert(test_wait_for(agent_log_has, NULL, 10), "the new leader did not hold back");
+  cr_assert_eq(fake_heroku_count(&H, "PATCH"), 0, "a formation change while paused");
+
+  cr_assert_eq(cli(l, "resume", NULL, &out), 0, "%s", out);
+  free(out);
+  wait_patches(1, 10);
+  want_depth = 1;
+  cr_assert(test_wait_for(depth_at_least, NULL, 10));
+
+  /* status agrees with what the Platform API saw */
+  s = status_of(f);
+  const cJSON *act = cJSON_GetObjectItem(s, "last_action");
+  cr_assert(cJSON_IsObject(act), "no last_action after a scale-up");
+  cr_assert_str_eq(jstr(act, "result"), "scaled");
+  cr_assert_eq(cJSON_GetObjectItem(act, "from")->valuedouble, 1);
+  cr_assert_eq(cJSON_GetObjectItem(act, "to")->valuedouble, fake_heroku_quantity(&H, "worker"));
+  ev = cJSON_GetObjectItem(s, "event");
+  cr_assert_eq(cJSON_GetObjectItem(ev, "depth")->valuedouble, 1);
+  cr_assert_eq(cJSON_GetObjectItem(ev, "initial_workers")->valuedouble, 1);
+  cr_assert(cJSON_IsFalse(cJSON_GetObjectItem(s, "paused")));
+  cJSON_Delete(s);
+
+  cr_assert_eq(cli(f, "metrics", NULL, &out), 0, "%s", out);
+  cr_assert_eq(prometheus_check(out, "scalekiq_is_leader"), 1, "%s", out);
+  cr_assert_eq(prometheus_check(out, "scalekiq_redis_up"), 1);
+  cr_assert_eq(prometheus_check(out, "scalekiq_scale_actions_total{result=\"scaled\"}"), 1);
+  cr_assert_geq(prometheus_check(out, "scalekiq_queue_latency_seconds{queue=\"default\"}"), 5);
+  cr_assert_eq(prometheus_check(out, "scalekiq_queue_size{queue=\"default\"}"), 1);
+  cr_assert_geq(prometheus_check(out, "scalekiq_event_depth"), 1);
+  cr_assert(!isnan(prometheus_check(out, "scalekiq_pool_usage")));
+  cr_assert(!isnan(prometheus_check(out, "scalekiq_poll_duration_seconds")));
+  free(out);
+  cr_assert_eq(cli(l, "metrics", NULL, &out), 0, "%s", out);
+  cr_assert_eq(prometheus_check(out, "scalekiq_is_leader"), 0, "%s", out);
+  free(out);
 
   /* the human summary, and no agent at all */
   cr_assert_eq(cli(f, "status", NULL, &out), 0);
@@ -414,4 +433,71 @@ Test(dynos, status_pause_resume_and_step_down_through_the_socket) {
   cr_assert_not_null(strstr(err, "agent"), "%s", err);
   free(out);
   free(err);
+}
+
+static long rss_kib(pid_t pid) {
+  char path[64], line[256];
+  snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+  FILE *f = fopen(path, "r");
+  cr_assert_not_null(f);
+  long kib = -1;
+  while (fgets(line, sizeof(line), f))
+    if (strncmp(line, "VmRSS:", 6) == 0) kib = atol(line + 6);
+  fclose(f);
+  return kib;
+}
+
+static int sock_connect(const char *path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  cr_assert_lt(strlen(path), sizeof(a.sun_path));
+  memcpy(a.sun_path, path, strlen(path) + 1);
+  cr_assert(connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0, "connect %s: %s", path,
+            strerror(errno));
+  return fd;
+}
+
+Test(dynos, socket_abuse_costs_the_agent_nothing) {
+  agent_up(0);
+  cr_assert(test_wait_for(anyone_leads, NULL, 10));
+  const char *path = env_sock[0] + strlen("SCALEKIQ_SOCKET=");
+  cJSON *s = status_of(0);
+  double polls0 = cJSON_GetObjectItem(s, "polls")->valuedouble;
+  cJSON_Delete(s);
+  long rss0 = rss_kib(agents[0]);
+  double t0 = test_now();
+
+  int silent[4];
+  for (int i = 0; i < 4; i++) silent[i] = sock_connect(path); /* say nothing */
+  for (int i = 0; i < 1000; i++) close(sock_connect(path));
+  char big[10000];
+  memset(big, 'x', sizeof(big));
+  for (int i = 0; i < 20; i++) {
+    int fd = sock_connect(path);
+    if (i % 2) (void)!write(fd, big, sizeof(big));
+    else (void)!write(fd, "\x01\x02 garbage \xff\n", 13);
+    close(fd);
+  }
+  for (int i = 0; i < 4; i++) { /* ask, never read */
+    int fd = sock_connect(path);
+    (void)!write(fd, "metrics\n", 8);
+    silent[i] = silent[i] >= 0 ? (close(silent[i]), fd) : fd;
+  }
+
+  /* the silent ones stay connected a while: the agent must poll on */
+  struct timespec hold = {1, 0};
+  nanosleep(&hold, NULL);
+
+  /* every later status answers, and the agent went on polling */
+  s = status_of(0);
+  double polls1 = cJSON_GetObjectItem(s, "polls")->valuedouble;
+  cJSON_Delete(s);
+  double elapsed = test_now() - t0;
+  for (int i = 0; i < 4; i++) close(silent[i]);
+  cr_assert(test_alive(agents[0]));
+  /* lenient on purpose (the machine may be busy): polls did not stall */
+  cr_assert_geq(polls1 - polls0, elapsed / 0.1 * 0.3, "%.0f polls in %.2f s", polls1 - polls0,
+                elapsed);
+  long rss1 = rss_kib(agents[0]);
+  cr_assert_lt(rss1 - rss0, 2048, "RSS grew from %ld to %ld KiB", rss0, rss1);
 }
