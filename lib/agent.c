@@ -773,6 +773,7 @@ int agent_init(uv_loop_t *loop, agent_t *a, const config_t *cfg, log_t *log,
   control_options_t co;
   control_options_default(&co);
   co.path = cfg->socket_path;
+  co.mode = cfg->socket_mode;
   co.log = log;
   co.handler = on_control;
   co.data = a;

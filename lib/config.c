@@ -9,6 +9,7 @@
  * copy, so the config outlives the environment and argv it came from.
  */
 #include "config.h"
+#include "control.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -43,6 +44,7 @@ enum setting_id {
   S_LOCK_TTL,
   S_LOCK_TICK,
   S_SOCKET,
+  S_SOCKET_MODE,
   S_DRY_RUN,
   S_LOG_LEVEL,
   S_REQUEST_TIMEOUT,
@@ -80,6 +82,7 @@ static const struct setting settings[S_COUNT] = {
     [S_LOCK_TTL] = {"SCALEKIQ_LOCK_TTL", "--lock-ttl", 0},
     [S_LOCK_TICK] = {"SCALEKIQ_LOCK_TICK", "--lock-tick", 0},
     [S_SOCKET] = {"SCALEKIQ_SOCKET", "--socket", 0},
+    [S_SOCKET_MODE] = {"SCALEKIQ_SOCKET_MODE", "--socket-mode", 0},
     [S_DRY_RUN] = {"SCALEKIQ_DRY_RUN", "--dry-run", 1},
     [S_LOG_LEVEL] = {"SCALEKIQ_LOG_LEVEL", "--log-level", 0},
     [S_REQUEST_TIMEOUT] = {"SCALEKIQ_REQUEST_TIMEOUT", "--request-timeout", 0},
@@ -696,7 +699,7 @@ static int load_socket(struct loader *ld) {
     if (src.value[0] == '\0')
       return fail(ld, "%s=\"\" is empty: set it to a socket path such as %s", src.name,
                   CONFIG_DEFAULT_SOCKET);
-    size_t max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
+    size_t max = CONTROL_PATH_MAX - 1; /* the server binds PATH.<pid> first */
     if (strlen(src.value) > max)
       return fail(ld,
                   "%s=%s is %zu bytes long: a Unix socket path holds at most %zu, "
@@ -705,7 +708,20 @@ static int load_socket(struct loader *ld) {
                   CONFIG_DEFAULT_SOCKET);
     v = src.value;
   }
-  return copy_string(ld, &ld->cfg->socket_path, v);
+  if (copy_string(ld, &ld->cfg->socket_path, v) != 0) return -1;
+  /* Owner read/write, and optionally the group's (0660 lets a group of
+   * operators in); never anyone else. */
+  ld->cfg->socket_mode = 0600;
+  if (lookup(ld, S_SOCKET_MODE, &src)) {
+    char q[QBUF], *end;
+    errno = 0;
+    long mode = strtol(src.value, &end, 8);
+    if (errno || end == src.value || *end || (mode != 0600 && mode != 0660 && mode != 0640))
+      return fail(ld, "%s=%s is not an allowed mode: use 0600 (the default) or 0660 "
+                  "to let the agent's group in", src.name, quoted(q, sizeof(q), src.value));
+    ld->cfg->socket_mode = (int)mode;
+  }
+  return 0;
 }
 
 static int load_log_level(struct loader *ld) {

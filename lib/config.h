@@ -66,6 +66,7 @@ typedef struct config {
 
   /* this agent */
   char *socket_path;
+  int socket_mode;            /* SCALEKIQ_SOCKET_MODE: 0600 (default), 0640 or 0660 */
   int dry_run;
   enum log_level log_level;
   double request_timeout; /* each Redis and Platform API request */

@@ -874,23 +874,36 @@ Test(config, api_url) {
 
 /* ---- this agent ---------------------------------------------------- */
 
-Test(config, socket_path_fits_sun_path) {
+Test(config, socket_path_fits_the_control_server) {
   char path[200], assignment[256];
   memset(path, 'a', sizeof(path));
   path[0] = '/';
-  path[107] = '\0'; /* 107 bytes: the longest that fits */
+  path[95] = '\0'; /* 95 bytes: the longest the control server takes */
   snprintf(assignment, sizeof(assignment), "SCALEKIQ_SOCKET=%s", path);
   config_t cfg;
   char *envp[] = {assignment, NULL};
   load_ok(&cfg, envp, NOARGS);
-  cr_assert_eq(strlen(cfg.socket_path), 107);
+  cr_assert_eq(strlen(cfg.socket_path), 95);
+  cr_assert_eq(cfg.socket_mode, 0600);
   config_free(&cfg);
-  path[107] = 'a';
-  path[108] = '\0';
+  path[95] = 'a';
+  path[96] = '\0';
   snprintf(assignment, sizeof(assignment), "SCALEKIQ_SOCKET=%s", path);
-  load_fails(envp, NOARGS, 0, "SCALEKIQ_SOCKET=\"/aaa", "108 bytes", "at most 107", NULL);
+  load_fails(envp, NOARGS, 0, "SCALEKIQ_SOCKET=\"/aaa", "96 bytes", "at most 95", NULL);
   char *argv[] = {"--socket="};
   load_fails(NULL, 1, argv, 0, "--socket=\"\"", "empty", NULL);
+}
+
+Test(config, socket_mode) {
+  config_t cfg;
+  char *group[] = {"SCALEKIQ_SOCKET_MODE=0660", NULL};
+  load_ok(&cfg, group, NOARGS);
+  cr_assert_eq(cfg.socket_mode, 0660);
+  config_free(&cfg);
+  char *open_to_all[] = {"SCALEKIQ_SOCKET_MODE=0666", NULL};
+  load_fails(open_to_all, NOARGS, 0, "SCALEKIQ_SOCKET_MODE=\"0666\"", "0660", NULL);
+  char *junk[] = {"SCALEKIQ_SOCKET_MODE=rw", NULL};
+  load_fails(junk, NOARGS, 0, "SCALEKIQ_SOCKET_MODE", "not an allowed mode", NULL);
 }
 
 Test(config, log_level) {
