@@ -35,16 +35,26 @@ static void print_status(const char *json) {
          *str(o, "leader") ? str(o, "leader") : "unknown");
   printf("redis     %s (%s)\n", str(redis, "url"),
          cJSON_IsTrue(cJSON_GetObjectItem(redis, "connected")) ? "connected" : "NOT CONNECTED");
-  double depth = num(ev, "depth");
+  double depth = num(ev, "depth"), workers = num(o, "workers");
   if (depth > 0)
     printf("event     depth %.0f, for %.0f s, initial workers %.0f\n", depth,
            now - num(ev, "started_at"), num(ev, "initial_workers"));
   else
     printf("event     none\n");
+  if (workers >= 0) printf("workers   %.0f %s (as the Platform API last said)\n", workers,
+                           str(o, "formation"));
+  /* Only the queues over the threshold: the rest is `scalekiq queues`. */
+  double threshold = num(o, "latency_threshold");
+  int high = 0;
   const cJSON *q;
-  cJSON_ArrayForEach(q, cJSON_GetObjectItem(o, "queues"))
-    printf("queue     %-20s size %8.0f  latency %8.3f s\n", str(q, "name"), num(q, "size"),
+  cJSON_ArrayForEach(q, cJSON_GetObjectItem(o, "queues")) {
+    if (num(q, "latency") <= threshold) continue;
+    printf("high      %-20s size %8.0f  latency %8.3f s\n", str(q, "name"), num(q, "size"),
            num(q, "latency"));
+    high++;
+  }
+  if (high == 0 && strcmp(str(o, "role"), "leader") == 0)
+    printf("high      no queue above %.3g s\n", threshold);
   const cJSON *la = cJSON_GetObjectItem(o, "last_action");
   if (cJSON_IsObject(la))
     printf("last      %s %s, %.0f s ago%s%s\n", str(la, "action"), str(la, "result"),

@@ -201,6 +201,7 @@ static void on_quantity_set(heroku_t *h, const heroku_result_t *res, void *data)
   (void)h;
   agent_t *a = data;
   count_api_error(a, res);
+  if (res->status == 0) a->workers = res->quantity;
   if (res->status == 0) finish_action(a, SCALER_SCALED, NULL);
   else if (res->status == HEROKU_E_LIMIT) finish_action(a, SCALER_MAXSCALE, res->detail);
   else finish_action(a, SCALER_FAILED, res->detail);
@@ -243,6 +244,7 @@ static void on_formation(heroku_t *h, const heroku_result_t *res, void *data) {
     return;
   }
   count_api_error(a, res);
+  if (res->status == 0) a->workers = res->quantity;
   if (!still_leading(a)) return;
   if (res->status != 0) {
     finish_action(a, SCALER_FAILED, res->detail);
@@ -476,6 +478,9 @@ static char *status_json(agent_t *a) {
   cJSON_AddBoolToObject(o, "paused", a->paused);
   cJSON_AddBoolToObject(o, "dry_run", a->cfg->dry_run);
   cJSON_AddStringToObject(o, "formation", a->cfg->formation);
+  if (a->workers >= 0) cJSON_AddNumberToObject(o, "workers", (double)a->workers);
+  else cJSON_AddNullToObject(o, "workers");
+  cJSON_AddNumberToObject(o, "latency_threshold", a->cfg->latency_threshold);
   cJSON *redis = cJSON_AddObjectToObject(o, "redis");
   cJSON_AddBoolToObject(redis, "connected", a->redis.state == REDIS_STATE_READY);
   cJSON_AddStringToObject(redis, "url", url);
@@ -710,6 +715,7 @@ int agent_init(uv_loop_t *loop, agent_t *a, const config_t *cfg, log_t *log,
   a->cfg = cfg;
   a->log = log;
   a->state = SCALER_STATE_INIT;
+  a->workers = -1;
   a->settings = (scaler_settings_t){
       .latency_threshold = cfg->latency_threshold,
       .restored_threshold = cfg->latency_restored_threshold,

@@ -60,6 +60,7 @@ struct agent {
   scaler_plan_t plan;
 
   agent_action_t last_action;
+  long workers; /* the formation's quantity as the API last told it; -1 */
   uint64_t actions[SCALER_DRY_RUN + 1]; /* by result */
   struct { long status; uint64_t count; } api_errors[16]; /* by HTTP status, 0: network */
   uint64_t poll_started;                /* uv_hrtime() */

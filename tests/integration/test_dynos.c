@@ -404,7 +404,13 @@ Test(dynos, status_pause_resume_and_step_down_through_the_socket) {
   cr_assert_eq(cJSON_GetObjectItem(ev, "depth")->valuedouble, 1);
   cr_assert_eq(cJSON_GetObjectItem(ev, "initial_workers")->valuedouble, 1);
   cr_assert(cJSON_IsFalse(cJSON_GetObjectItem(s, "paused")));
+  cr_assert_eq(cJSON_GetObjectItem(s, "workers")->valuedouble,
+               fake_heroku_quantity(&H, "worker"));
   cJSON_Delete(s);
+  cr_assert_eq(cli(f, "status", NULL, &out), 0);
+  cr_assert_not_null(strstr(out, "high      default"), "the high queue is not shown: %s", out);
+  cr_assert_not_null(strstr(out, "workers   2 worker"), "%s", out);
+  free(out);
 
   cr_assert_eq(cli(f, "metrics", NULL, &out), 0, "%s", out);
   cr_assert_eq(prometheus_check(out, "scalekiq_is_leader"), 1, "%s", out);
