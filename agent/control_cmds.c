@@ -25,7 +25,9 @@ static void print_status(const char *json) {
     printf("%s\n", json);
     return;
   }
-  double now = (double)time(NULL);
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  double now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
   const cJSON *redis = cJSON_GetObjectItem(o, "redis");
   const cJSON *ev = cJSON_GetObjectItem(o, "event");
   printf("agent     %s (pid %.0f, scalekiq %s)%s%s\n", str(o, "identity"), num(o, "pid"),
@@ -57,7 +59,7 @@ static void print_status(const char *json) {
     printf("high      no queue above %.3g s\n", threshold);
   const cJSON *la = cJSON_GetObjectItem(o, "last_action");
   if (cJSON_IsObject(la))
-    printf("last      %s %s, %.0f s ago%s%s\n", str(la, "action"), str(la, "result"),
+    printf("last      %s %s, %.1f s ago%s%s\n", str(la, "action"), str(la, "result"),
            now - num(la, "at"), *str(la, "error") ? ": " : "", str(la, "error"));
   cJSON_Delete(o);
 }

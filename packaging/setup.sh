@@ -119,6 +119,11 @@ demo() {
   done
   wait_until 60 grep -q "event=restore" "$dir/agent.log" ||
     { echo "the agent never restored the formation" >&2; exit 1; }
+
+  say "scalekiq status (asks the running agent through its socket)"
+  SCALEKIQ_SOCKET="$dir/scalekiq.sock" "$BUILD/scalekiq" status
+  say "scalekiq history (the shared event history, newest first)"
+  SCALEKIQ_REDIS_URL="redis://127.0.0.1:$port/0" "$BUILD/scalekiq" history -n 8
   kill -TERM "$agent"
   wait "$agent" || true
 
