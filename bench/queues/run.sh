@@ -31,39 +31,11 @@ else
   out="${OUT:-$root/bench/out/queues.md}"
 fi
 
-die() { echo "run.sh: $*" >&2; exit 1; }
-
-# --- the binary under test ---------------------------------------------------
-if [[ $# -gt 1 ]]; then
-  die "usage: bash bench/queues/run.sh [path/to/scalekiq]"
-elif [[ $# -eq 1 ]]; then
-  scalekiq="$1"
-else
-  scalekiq=""
-  for candidate in "$root/build-bench/scalekiq" "$root/build/scalekiq"; do
-    if [[ -x "$candidate" ]]; then scalekiq="$candidate"; break; fi
-  done
-  [[ -n "$scalekiq" ]] || die "no scalekiq binary in build-bench/ or build/; build one:
-  cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=RelWithDebInfo && cmake --build build-bench -j2 --target scalekiq
-or pass its path: bash bench/queues/run.sh path/to/scalekiq"
-fi
-[[ -x "$scalekiq" ]] || die "$scalekiq is not an executable file"
-scalekiq="$(cd "$(dirname "$scalekiq")" && pwd)/$(basename "$scalekiq")"
-
-build_type="unknown"
-cache="$(dirname "$scalekiq")/CMakeCache.txt"
-if [[ -f "$cache" ]]; then
-  build_type="$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$cache")"
-  [[ -n "$build_type" ]] || build_type="unknown"
-fi
-if [[ "$build_type" == "Debug" ]]; then
-  echo "run.sh: warning: $scalekiq is a Debug build; figures will not be representative" >&2
-fi
+# shellcheck source=../common.sh
+. "$root/bench/common.sh"
+find_scalekiq "bash bench/queues/run.sh" "$@"
 
 # --- tools -----------------------------------------------------------------
-need() {
-  command -v "$1" >/dev/null 2>&1 || die "$1 not found; $2"
-}
 need redis-server "install it: apt-get install redis-server"
 need redis-cli "install it: apt-get install redis-tools"
 need ruby "install it: apt-get install ruby"
