@@ -768,6 +768,7 @@ int agent_init(uv_loop_t *loop, agent_t *a, const config_t *cfg, log_t *log,
     ho.token = cfg->heroku_api_key;
     ho.formation = cfg->formation;
     ho.timeout = cfg->request_timeout;
+    ho.identity = cfg->identity;
     ho.log = log;
     if (heroku_init(loop, &a->heroku, &ho, err, errlen) != 0) {
       leader_close(&a->leader, NULL);

@@ -900,6 +900,21 @@ static int add_header(struct curl_slist **list, const char *fmt, ...) {
   return 0;
 }
 
+/* "scalekiq/V (identity)": the identity comes from the environment, so
+ * anything that could break the header line is replaced. */
+static int add_user_agent(struct curl_slist **list, const char *identity) {
+  if (identity == NULL || identity[0] == '\0')
+    return add_header(list, "User-Agent: %s", USER_AGENT);
+  char id[129];
+  size_t n = 0;
+  for (; identity[n] != '\0' && n < sizeof(id) - 1; n++) {
+    unsigned char ch = (unsigned char)identity[n];
+    id[n] = ch > ' ' && ch < 0x7f && ch != '(' && ch != ')' ? (char)ch : '_';
+  }
+  id[n] = '\0';
+  return add_header(list, "User-Agent: %s (%s)", USER_AGENT, id);
+}
+
 int heroku_init(uv_loop_t *loop, heroku_t *h, const heroku_options_t *o,
                 char *err, size_t errlen) {
   int rc = 0;
@@ -954,7 +969,7 @@ int heroku_init(uv_loop_t *loop, heroku_t *h, const heroku_options_t *o,
   if (add_header(&h->headers, "Accept: %s", ACCEPT) != 0 ||
       add_header(&h->headers, "Authorization: Bearer %s", o->token) != 0 ||
       add_header(&h->headers, "Content-Type: application/json") != 0 ||
-      add_header(&h->headers, "User-Agent: %s", USER_AGENT) != 0)
+      add_user_agent(&h->headers, o->identity) != 0)
     INIT_FAIL(HEROKU_E_NOMEM, "out of memory");
 
   h->multi = curl_multi_init();

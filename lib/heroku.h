@@ -69,6 +69,9 @@ typedef struct heroku_options {
   double backoff_min;    /* s, first retry delay; default 0.5 */
   double backoff_max;    /* s, cap, and the least wait once rate-limited;
                             default 5 */
+  const char *identity;  /* this agent (dyno name), put in User-Agent so
+                            the API's audit trail tells agents apart; may
+                            be NULL */
   log_t *log;            /* may be NULL */
 } heroku_options_t;
 
