@@ -201,7 +201,9 @@ static void on_quantity_set(heroku_t *h, const heroku_result_t *res, void *data)
   (void)h;
   agent_t *a = data;
   count_api_error(a, res);
-  if (res->status == 0) a->workers = res->quantity;
+  /* A failure may still have changed the formation (a lost reply, a
+   * timeout after the API applied it): the next try looks first. */
+  a->workers = res->status == 0 ? res->quantity : -1;
   if (res->status == 0) finish_action(a, SCALER_SCALED, NULL);
   else if (res->status == HEROKU_E_LIMIT) finish_action(a, SCALER_MAXSCALE, res->detail);
   else finish_action(a, SCALER_FAILED, res->detail);
@@ -263,6 +265,42 @@ static int still_leading(agent_t *a) {
   return 0;
 }
 
+/* A change is sent only when the formation is not already there. The
+ * formation can be ahead of the shared state when a leader died between
+ * its PATCH and its state write, or a reply was lost after the API applied
+ * the change: the step is then recorded as done instead of sent twice. */
+static void send_change(agent_t *a) {
+  if (a->workers == a->plan.quantity) {
+    log_event(a->log, LOG_INFO, "change_already_applied",
+              "formation=%s quantity=%ld msg=\"the formation is already at the target; "
+              "recorded, not sent again\"",
+              a->cfg->formation, a->plan.quantity);
+    finish_action(a, SCALER_SCALED, NULL);
+    return;
+  }
+  if (heroku_set_quantity(&a->heroku, a->plan.quantity, on_quantity_set, a) != 0)
+    finish_action(a, SCALER_FAILED, "cannot start the formation update");
+}
+
+/* The formation as it is now, read before a change whenever this agent
+ * does not know it first hand (new leader, or the last change failed). */
+static void on_current(heroku_t *h, const heroku_result_t *res, void *data) {
+  (void)h;
+  agent_t *a = data;
+  if (a->stopping) {
+    poll_end(a);
+    return;
+  }
+  count_api_error(a, res);
+  if (res->status == 0) a->workers = res->quantity;
+  if (!still_leading(a)) return;
+  if (res->status != 0) {
+    finish_action(a, SCALER_FAILED, res->detail);
+    return;
+  }
+  send_change(a);
+}
+
 static void plan_action(agent_t *a) {
   if (!still_leading(a)) return;
   a->plan = scaler_plan_heroku(&a->settings, &a->state, &a->decision);
@@ -287,8 +325,12 @@ static void plan_action(agent_t *a) {
       finish_action(a, SCALER_DRY_RUN, NULL);
       return;
     }
-    if (heroku_set_quantity(&a->heroku, a->plan.quantity, on_quantity_set, a) != 0)
-      finish_action(a, SCALER_FAILED, "cannot start the formation update");
+    if (a->workers >= 0) {
+      send_change(a);
+      return;
+    }
+    if (heroku_get_formation(&a->heroku, on_current, a) != 0)
+      finish_action(a, SCALER_FAILED, "cannot start the formation request");
     return;
   }
 }
@@ -430,6 +472,9 @@ static void on_leader_change(leader_t *l, int is_leader, const char *why,
                              void *data) {
   (void)l;
   agent_t *a = data;
+  /* Whatever this agent knew of the formation may be stale now: another
+   * leader may have changed it in between. */
+  a->workers = -1;
   cJSON *h = history_entry(is_leader ? "leader_elected" : "leader_lost");
   if (h) cJSON_AddStringToObject(h, "why", why);
   if (!a->closing) history_add(a, h);

@@ -611,6 +611,12 @@ static int curl_retryable(CURLcode rc) {
   }
 }
 
+/* Failures that happen before a request leaves this machine. */
+static int not_sent(CURLcode rc) {
+  return rc == CURLE_COULDNT_RESOLVE_PROXY || rc == CURLE_COULDNT_RESOLVE_HOST ||
+         rc == CURLE_COULDNT_CONNECT;
+}
+
 /* Fills res from a transfer that did not complete; returns retryable. */
 static int classify_curl_error(heroku_req_t *req, long code) {
   heroku_t *h = req->h;
@@ -697,6 +703,10 @@ static void attempt_done(heroku_req_t *req) {
     finish(req);
     return;
   }
+  /* A change is tried again here only when it surely did not apply. Else
+   * (a 5xx, a timeout, a reply cut short) the caller reads the formation
+   * before it sends the change again, so nothing is ever sent twice. */
+  if (retry && req->patch && code != 429 && !not_sent(req->rc)) retry = 0;
   if (retry && r->attempts < h->max_attempts) {
     uint64_t delay = retry_delay_ms(h, r->attempts);
     if (now + delay < h->not_before) delay = h->not_before - now;

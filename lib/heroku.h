@@ -7,7 +7,8 @@
  *
  * Every attempt has a timeout. 429, 5xx and network errors (timeouts
  * included) are retried up to max_attempts in all, with capped exponential
- * backoff and jitter; when the API says RateLimit-Remaining: 0 the client
+ * backoff and jitter; a PATCH only when it surely did not apply (429, no
+ * connection), else its outcome is unknown and the caller decides; when the API says RateLimit-Remaining: 0 the client
  * waits at least backoff_max before its next request. 401/403/404/422 are
  * never retried. Every failure is logged with the API's error id, message
  * and Request-Id, and comes back with one line saying what to do. The token

@@ -224,7 +224,30 @@ static void failing_patches_keep_the_step(int failures, int expect_failed_poll) 
 }
 
 Test(scale, api_503_twice_is_retried_with_the_same_target) {
-  failing_patches_keep_the_step(2, 0);
+  failing_patches_keep_the_step(2, 1);
+}
+
+/* The API applied the change but the reply was lost: the agent reads the
+ * formation before trying again, records the step as done and goes on to
+ * the next one, never sending 2 a second time. */
+Test(scale, a_change_whose_reply_was_lost_is_not_sent_twice) {
+  fake_heroku_start(&H, TOKEN, "worker=1");
+  fake_heroku_control(&H, "POST", "/__fake/fail",
+                      "{\"count\":1,\"status\":200,\"close\":true,\"apply\":true,"
+                      "\"method\":\"PATCH\"}");
+  push_old_job("default", 30);
+  pid_t agent = agent_start(TOKEN, NULL);
+  wait_patches(2, 20);
+  test_redis_cmd_free(&R, "DEL queue:default");
+  wait_patches(3, 20);
+  long qty[8];
+  int n = fake_heroku_patches(&H, qty, NULL, 8);
+  cr_assert_eq(n, 3, "PATCHes: %d", n);
+  cr_assert(qty[0] == 2 && qty[1] == 3 && qty[2] == 1, "PATCHed %ld, %ld, %ld", qty[0],
+            qty[1], qty[2]);
+  wait_log("event=change_already_applied formation=worker quantity=2", 1);
+  cr_assert_eq(fake_heroku_quantity(&H, "worker"), 1);
+  cr_assert_eq(test_stop(agent, SIGTERM, 10), 0);
 }
 
 Test(scale, failed_step_is_retried_at_the_next_poll_and_depth_never_skips) {
@@ -268,8 +291,15 @@ Test(scale, restart_mid_event_continues_the_event) {
   cr_assert_eq(qty[0], 2);
   cr_assert_eq(qty[1], 3);
   cr_assert_eq(qty[2], 1, "restore must go back to the original count");
-  cr_assert_eq(fake_heroku_count(&H, "GET"), 1, "the new agent read initial workers again");
+  /* The new agent looks at the formation before its first change, but the
+   * initial count is the one the first agent stored. */
+  cr_assert_eq(fake_heroku_count(&H, "GET"), 2);
   cr_assert_eq(test_stop(agent, SIGTERM, 10), 0);
+  char *log = test_read_file(logpath);
+  const char *first = strstr(log, "event=initial_workers");
+  cr_assert(first && !strstr(first + 1, "event=initial_workers"),
+            "the new agent read initial workers again:\n%s", log);
+  free(log);
 }
 
 Test(scale, dry_run_decides_the_same_and_sends_no_patch) {
