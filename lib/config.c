@@ -238,7 +238,9 @@ struct range {
 };
 
 /* strtod alone would take hex, "inf", "nan" and leading blanks; a
- * configuration value is plain decimal or it is a mistake. */
+ * configuration value is plain decimal or it is a mistake. Returns 0, -1
+ * when it is not a number, -2 when it is one too large or too small for
+ * a double (1e400, 1e-400): that is a range problem, and said so. */
 static int parse_decimal(const char *s, double *out) {
   if (s[0] == '\0') return -1;
   for (const char *p = s; *p; p++)
@@ -246,7 +248,8 @@ static int parse_decimal(const char *s, double *out) {
   char *end;
   errno = 0;
   double v = strtod(s, &end);
-  if (*end != '\0' || end == s || errno == ERANGE || !isfinite(v)) return -1;
+  if (*end != '\0' || end == s) return -1;
+  if (errno == ERANGE || !isfinite(v)) return -2;
   *out = v;
   return 0;
 }
@@ -264,12 +267,13 @@ static int check_number(struct loader *ld, const struct source *src,
                         const struct range *r, double *out) {
   char q[QBUF], hint[160];
   range_hint(hint, sizeof(hint), r);
-  double v;
-  if (parse_decimal(src->value, &v) != 0)
+  double v = 0;
+  int parsed = parse_decimal(src->value, &v);
+  if (parsed == -1)
     return fail(ld, "%s=%s is not a number%s%s: %s", src->name,
                 quoted(q, sizeof(q), src->value), r->unit[0] ? " of " : "", r->unit,
                 hint);
-  if (v < r->min || (r->min_excluded && v == r->min) || v > r->max)
+  if (parsed != 0 || v < r->min || (r->min_excluded && v == r->min) || v > r->max)
     return fail(ld, "%s=%s is out of range: %s", src->name,
                 quoted(q, sizeof(q), src->value), hint);
   if (r->min_excluded && v < CONFIG_MIN_DURATION && strcmp(r->unit, "seconds") == 0)
@@ -300,14 +304,18 @@ static int load_max_workers(struct loader *ld) {
   int digits = s[0] != '\0';
   for (const char *p = s; *p; p++)
     if (!isdigit((unsigned char)*p)) digits = 0;
-  if (!digits)
+  /* "-1" is a whole number, just not an allowed one. */
+  int negative = s[0] == '-' && s[1] != '\0';
+  for (const char *p = s + 1; negative && *p; p++)
+    if (!isdigit((unsigned char)*p)) negative = 0;
+  if (!digits && !negative)
     return fail(ld,
                 "%s=%s is not a whole number: set it to a whole number from 0 to %d, "
                 "such as 2",
                 src.name, quoted(q, sizeof(q), s), CONFIG_MAX_ADDITIONAL_WORKERS);
   errno = 0;
   long v = strtol(s, NULL, 10);
-  if (errno == ERANGE || v > CONFIG_MAX_ADDITIONAL_WORKERS)
+  if (negative || errno == ERANGE || v > CONFIG_MAX_ADDITIONAL_WORKERS)
     return fail(ld,
                 "%s=%s is out of range: set it to a whole number from 0 to %d, "
                 "such as 2",
@@ -609,15 +617,26 @@ static int load_api_url(struct loader *ld) {
                 "with an optional path, such as %s",
                 src.name, quoted(q, sizeof(q), v), CONFIG_DEFAULT_HEROKU_API_URL);
   size_t hostlen = authlen;
-  if (auth[0] == '[') {
+  int bracketed = auth[0] == '[';
+  if (bracketed) {
     const char *close = memchr(auth, ']', authlen);
-    hostlen = close ? (size_t)(close - auth) + 1 : authlen;
+    hostlen = close ? (size_t)(close - auth) + 1 : 0;
   } else {
     const char *colon = memchr(auth, ':', authlen);
     if (colon) hostlen = (size_t)(colon - auth);
   }
-  if (hostlen == 0)
-    return fail(ld, "%s=%s has no host: set it to https://HOST[:PORT], such as %s",
+  /* What libcurl would do with anything else is its business, not ours
+   * to find out with the token attached. */
+  int host_ok = hostlen > (size_t)(bracketed ? 2 : 0);
+  for (size_t i = bracketed; host_ok && i < hostlen - (size_t)bracketed; i++) {
+    unsigned char c = (unsigned char)auth[i];
+    host_ok = bracketed ? (isxdigit(c) || c == ':' || c == '.')
+                        : (isalnum(c) || c == '.' || c == '-' || c == '_');
+  }
+  if (!host_ok)
+    return fail(ld,
+                "%s=%s has no host, or a malformed one: set it to https://HOST[:PORT] "
+                "(a name, an IPv4 address or an [IPv6] one), such as %s",
                 src.name, quoted(q, sizeof(q), v), CONFIG_DEFAULT_HEROKU_API_URL);
   if (hostlen < authlen) {
     const char *port = auth + hostlen;
@@ -714,11 +733,15 @@ static int load_socket(struct loader *ld) {
   ld->cfg->socket_mode = 0600;
   if (lookup(ld, S_SOCKET_MODE, &src)) {
     char q[QBUF], *end;
+    /* Octal digits only: strtol would also take blanks and a sign. */
+    int digits = src.value[0] != '\0' && strlen(src.value) <= 8;
+    for (const char *p = src.value; *p && digits; p++) digits = *p >= '0' && *p <= '7';
     errno = 0;
-    long mode = strtol(src.value, &end, 8);
-    if (errno || end == src.value || *end || (mode != 0600 && mode != 0660 && mode != 0640))
-      return fail(ld, "%s=%s is not an allowed mode: use 0600 (the default) or 0660 "
-                  "to let the agent's group in", src.name, quoted(q, sizeof(q), src.value));
+    long mode = digits ? strtol(src.value, &end, 8) : -1;
+    if (mode != 0600 && mode != 0660 && mode != 0640)
+      return fail(ld, "%s=%s is not an allowed mode: use 0600 (the default), 0640 or "
+                  "0660 to let the agent's group in", src.name,
+                  quoted(q, sizeof(q), src.value));
     ld->cfg->socket_mode = (int)mode;
   }
   return 0;
@@ -797,6 +820,17 @@ static int load_timing(struct loader *ld) {
   cfg->lock_tick = cfg->lock_ttl / 3;
   int tick_set = load_number(ld, S_LOCK_TICK, &duration, &cfg->lock_tick);
   if (tick_set < 0) return -1;
+  if (!tick_set && cfg->lock_tick < CONFIG_MIN_DURATION) {
+    /* The derived tick would be under a timer's millisecond. */
+    struct source src;
+    char q[QBUF];
+    lookup(ld, S_LOCK_TTL, &src);
+    return fail(ld,
+                "%s=%s is too short: the lock tick (TTL / 3) would be under %g s; "
+                "set it to at least %g seconds, or set %s too",
+                src.name, quoted(q, sizeof(q), src.value), CONFIG_MIN_DURATION,
+                3 * CONFIG_MIN_DURATION, settings[S_LOCK_TICK].env);
+  }
   if (cfg->lock_tick >= cfg->lock_ttl) {
     struct source src;
     char q[QBUF];

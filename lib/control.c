@@ -137,7 +137,8 @@ int control_parse_request(const char *line, size_t len, control_request_t *out,
   if (line == NULL) len = 0;
   if (len > 0 && line[len - 1] == '\n') len--;
   if (len > CONTROL_LINE_MAX)
-    PARSE_FAIL("request line longer than %d bytes", CONTROL_LINE_MAX);
+    PARSE_FAIL("request line longer than %d bytes; send one command, e.g. "
+               "\"status\"", CONTROL_LINE_MAX);
   if (len > 0 && line[len - 1] == '\r') len--;
   for (size_t i = 0; i < len; i++) {
     unsigned char ch = (unsigned char)line[i];
@@ -394,7 +395,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     } else if (cl->len >= cl->cap) {
       uv_read_stop(s);
       c->stats.bad++;
-      reply_error(cl, "request line longer than %zu bytes", c->opts.max_line);
+      reply_error(cl, "request line longer than %zu bytes; send one command, e.g. "
+                  "\"status\"", c->opts.max_line);
     }
     return;
   }

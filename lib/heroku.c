@@ -147,12 +147,13 @@ static int parse_success(const cJSON *doc, const char *body, size_t len,
                 "HTTP %ld reply has no quantity: not a formation object", code);
   if (!cJSON_IsNumber(q))
     return fail(res, HEROKU_E_BAD_REPLY,
-                "HTTP %ld reply has a quantity that is not a number", code);
+                "HTTP %ld reply has a quantity that is not a number: is "
+                "HEROKU_API_URL the Platform API?", code);
   double d = q->valuedouble;
   if (!(d >= 0) || d > 1e9 || d != floor(d))
     return fail(res, HEROKU_E_BAD_REPLY,
-                "HTTP %ld reply has quantity %g, not a non-negative integer",
-                code, d);
+                "HTTP %ld reply has quantity %g, not a non-negative integer: is "
+                "HEROKU_API_URL the Platform API?", code, d);
   res->quantity = (long)d;
   res->status = 0;
   snprintf(res->detail, sizeof(res->detail), "quantity %ld", res->quantity);
@@ -172,7 +173,15 @@ int heroku_reply_parse(long http_status, const char *body, size_t len,
                 "HEROKU_API_URL the Platform API?", http_status, len,
                 HEROKU_MAX_BODY);
 
-  cJSON *doc = len ? cJSON_ParseWithLength(body, len) : NULL;
+  /* A value followed by anything but blanks is not JSON (cJSON alone
+   * would stop after the value and call it a success). */
+  const char *end = NULL;
+  cJSON *doc = len ? cJSON_ParseWithLengthOpts(body, len, &end, 0) : NULL;
+  for (const char *p = end; doc != NULL && p < body + len; p++)
+    if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
+      cJSON_Delete(doc);
+      doc = NULL;
+    }
   if (http_status >= 200 && http_status <= 299) {
     int rc = parse_success(doc, body, len, res);
     cJSON_Delete(doc);
@@ -185,9 +194,9 @@ int heroku_reply_parse(long http_status, const char *body, size_t len,
     if (cJSON_IsString(msg)) copy_str(res->message, sizeof(res->message), msg->valuestring);
     /* One line: messages are the API's prose, keep them printable. */
     for (char *p = res->message; *p; p++)
-      if ((unsigned char)*p < ' ') *p = ' ';
+      if ((unsigned char)*p < ' ' || *p == 0x7f) *p = ' ';
     for (char *p = res->error_id; *p; p++)
-      if ((unsigned char)*p <= ' ' || *p == '"') *p = '?';
+      if ((unsigned char)*p <= ' ' || *p == '"' || *p == 0x7f) *p = '?';
   }
   cJSON_Delete(doc);
 

@@ -153,6 +153,9 @@ static int parse_unix(const char *rest, redis_url_t *u, char *err,
     URL_FAIL("unix URL needs an absolute socket path, as unix:///run/redis.sock");
   if (plen >= sizeof(u->path))
     URL_FAIL("unix socket path is longer than %zu bytes", sizeof(u->path) - 1);
+  for (size_t i = 0; i < plen; i++)
+    if ((unsigned char)rest[i] < 0x20 || rest[i] == 0x7f)
+      URL_FAIL("unix socket path has a control character in it");
   memcpy(u->path, rest, plen);
   u->path[plen] = '\0';
   if (q) {
@@ -207,6 +210,11 @@ int redis_url_parse(const char *url, redis_url_t *u, char *err, size_t errlen) {
     }
     hostpart = at + 1;
   }
+  /* Options some clients take after '?' (ssl_cert_reqs=none, ...) would
+   * otherwise be reported as a bad host or database. */
+  if (strpbrk(hostpart, "?#") != NULL)
+    URL_FAIL("Redis URL options after '?' or '#' are not supported: remove them "
+             "(for TLS without certificate checks set SCALEKIQ_REDIS_TLS_VERIFY=none)");
 
   const char *portp = NULL;
   size_t hlen;
@@ -252,8 +260,10 @@ void redis_url_redacted(const redis_url_t *u, char *buf, size_t size) {
   }
   int v6 = strchr(u->host, ':') != NULL;
   int userinfo = u->username[0] || u->password[0];
+  /* "user@" alone would read back as a password: keep the ':' of "user:@". */
   snprintf(buf, size, "%s://%s%s%s%s%s%s:%d/%d", u->tls ? "rediss" : "redis",
-           u->username, u->password[0] ? ":***" : "", userinfo ? "@" : "",
+           u->username, u->password[0] ? ":***" : u->username[0] ? ":" : "",
+           userinfo ? "@" : "",
            v6 ? "[" : "", u->host, v6 ? "]" : "", u->port, u->db);
 }
 

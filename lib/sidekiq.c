@@ -28,11 +28,25 @@ double sidekiq_timestamp_seconds(double raw) {
   return raw > SIDEKIQ_MS_THRESHOLD ? raw / 1000.0 : raw;
 }
 
+/* cJSON stops at the end of the first value; JSON (and Sidekiq's own
+ * JSON.parse) allows only blanks after it. */
+static cJSON *parse_whole(const char *json, size_t len) {
+  const char *end = NULL;
+  cJSON *doc = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+  if (doc == NULL) return NULL;
+  for (const char *p = end; p < json + len; p++)
+    if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
+      cJSON_Delete(doc);
+      return NULL;
+    }
+  return doc;
+}
+
 enum sidekiq_job_status sidekiq_job_latency(const char *json, size_t len,
                                             double now, double *latency,
                                             char *err, size_t errlen) {
   *latency = 0;
-  cJSON *job = cJSON_ParseWithLength(json, len);
+  cJSON *job = json != NULL ? parse_whole(json, len) : NULL;
   if (job == NULL || !cJSON_IsObject(job)) {
     snprintf(err, errlen, "%s", job ? "job is JSON but not an object"
                                     : "job is not valid JSON");
@@ -46,14 +60,24 @@ enum sidekiq_job_status sidekiq_job_latency(const char *json, size_t len,
     ts = cJSON_GetObjectItemCaseSensitive(job, field);
   }
   enum sidekiq_job_status st = SIDEKIQ_JOB_OK;
+  double at = 0;
   if (ts == NULL || cJSON_IsNull(ts)) {
     st = SIDEKIQ_JOB_NO_TIME;
   } else if (!cJSON_IsNumber(ts) || !isfinite(ts->valuedouble) ||
              ts->valuedouble <= 0) {
     snprintf(err, errlen, "job's %s is not a positive number", field);
     st = SIDEKIQ_JOB_INVALID;
+  } else if ((at = sidekiq_timestamp_seconds(ts->valuedouble)) <
+             SIDEKIQ_MIN_TIMESTAMP) {
+    snprintf(err, errlen, "job's %s %.15g is before 2001, not a Sidekiq time",
+             field, ts->valuedouble);
+    st = SIDEKIQ_JOB_INVALID;
+  } else if (at > now + SIDEKIQ_FUTURE_TOLERANCE) {
+    snprintf(err, errlen, "job's %s %.15g is %g s in the future", field,
+             ts->valuedouble, at - now);
+    st = SIDEKIQ_JOB_INVALID;
   } else {
-    double age = now - sidekiq_timestamp_seconds(ts->valuedouble);
+    double age = now - at;
     *latency = age > 0 ? age : 0; /* clock skew: a job is never early */
   }
   cJSON_Delete(job);
@@ -100,8 +124,16 @@ int sidekiq_process_parse(const char *busy, const char *info,
       return -1;
     }
   }
-  *busy_out = b;
   *concurrency_out = c;
+  if (b > c) {
+    /* A process cannot be busier than its threads: trusting the excess
+     * would push pool usage above 1 and trigger scaling on garbage. */
+    snprintf(err, errlen, "process busy %lld is above its concurrency %lld, "
+             "counted as %lld", b, c, c);
+    *busy_out = c;
+    return 2;
+  }
+  *busy_out = b;
   return 0;
 }
 
@@ -173,10 +205,15 @@ static void read_step2(redis_t *r, int status, redisReply **rep, size_t n,
                                             : "LLEN gave no integer"));
     if (oldest->type != REDIS_REPLY_STRING) continue; /* empty queue: 0 */
     if (sidekiq_job_latency(oldest->str, oldest->len, s->read_at, &qu->latency,
-                            err, sizeof(err)) == SIDEKIQ_JOB_INVALID)
+                            err, sizeof(err)) == SIDEKIQ_JOB_INVALID) {
+      /* Only the oldest job is read, so the queue's real age is unknown
+       * until that job is taken: 0 keeps garbage from scaling anything. */
+      qu->unreadable = 1;
+      s->unreadable++;
       log_event(ctx->log, LOG_WARN, "sidekiq_bad_job",
                 "queue=%s error=%s latency=0", log_quote(q, sizeof(q), qu->name),
                 log_quote(e, sizeof(e), err));
+    }
   }
   for (size_t k = 0; k < ctx->nprocs; k++, i++) {
     redisReply *h = rep[i];
@@ -186,11 +223,13 @@ static void read_step2(redis_t *r, int status, redisReply **rep, size_t n,
                                    reply_str(h->element[1]),
                                    reply_str(h->element[2]), &busy, &conc, err,
                                    sizeof(err));
-    if (rc < 0) {
+    if (rc < 0 || rc == 2)
       log_event(ctx->log, LOG_WARN, "sidekiq_bad_process", "process=%s error=%s",
                 log_quote(q, sizeof(q), ctx->procs[k]),
                 log_quote(e, sizeof(e), err));
-    } else if (rc == 0) {
+    if (rc < 0) {
+      s->bad_processes++;
+    } else if (rc != 1) {
       s->busy += busy;
       s->concurrency += conc;
       s->processes++;
@@ -254,7 +293,7 @@ static void read_step1(redis_t *r, int status, redisReply **rep, size_t n,
     s->nqueues = nnames;
     free(names);
     names = NULL;
-    qsort(s->queues, s->nqueues, sizeof(*s->queues), by_name);
+    if (s->nqueues > 1) qsort(s->queues, s->nqueues, sizeof(*s->queues), by_name);
   }
   if (rc != 0) {
     for (size_t i = 0; i < nnames; i++) free(names[i]);

@@ -22,10 +22,19 @@
  * is the year 5138; 1e11 ms is 1973). */
 #define SIDEKIQ_MS_THRESHOLD 1e11
 
+/* A job timestamp before this (2001-09-09; Sidekiq dates from 2012) or
+ * more than SIDEKIQ_FUTURE_TOLERANCE seconds ahead of the clock is not a
+ * time anyone wrote on purpose: the job is unreadable, not decades old,
+ * so garbage can never look like a backlog. Less than that ahead is clock
+ * skew between hosts: latency 0. */
+#define SIDEKIQ_MIN_TIMESTAMP 1e9
+#define SIDEKIQ_FUTURE_TOLERANCE 86400.0
+
 typedef struct sidekiq_queue {
   char *name;
   long long size;
   double latency; /* seconds, >= 0 */
+  int unreadable; /* the oldest job could not be read: latency counted 0 */
 } sidekiq_queue_t;
 
 typedef struct sidekiq_stats {
@@ -35,6 +44,8 @@ typedef struct sidekiq_stats {
   long long concurrency; /* Σ concurrency over live processes */
   size_t processes;      /* live processes counted */
   double pool_usage;     /* busy / concurrency; 0 without processes */
+  size_t unreadable;     /* queues whose oldest job was unreadable */
+  size_t bad_processes;  /* heartbeats skipped as malformed */
   double read_at;        /* wall clock when the replies arrived */
 } sidekiq_stats_t;
 
@@ -45,7 +56,9 @@ void sidekiq_stats_free(sidekiq_stats_t *s);
 enum sidekiq_job_status {
   SIDEKIQ_JOB_OK = 0,       /* latency from enqueued_at or created_at */
   SIDEKIQ_JOB_NO_TIME = 1,  /* neither timestamp: latency 0, not an error */
-  SIDEKIQ_JOB_INVALID = -1, /* not JSON, not an object, bad timestamp */
+  SIDEKIQ_JOB_INVALID = -1, /* not JSON, not an object, bad timestamp
+                               (not a number, not finite, before
+                               SIDEKIQ_MIN_TIMESTAMP, far in the future) */
 };
 
 /* Seconds since the epoch from a Sidekiq timestamp (float seconds, or
@@ -61,8 +74,9 @@ enum sidekiq_job_status sidekiq_job_latency(const char *json, size_t len,
 
 /* Busy and concurrency of one process from its HMGET busy info concurrency
  * replies (each may be NULL when the field is absent). Returns 0, 1 when
- * the process is gone (no info: skip it, as Sidekiq does), -1 when a field
- * is malformed (err says which). */
+ * the process is gone (no info: skip it, as Sidekiq does), 2 when busy was
+ * above concurrency and has been capped to it (err says so), -1 when a
+ * field is malformed (err says which). */
 int sidekiq_process_parse(const char *busy, const char *info,
                           const char *concurrency, long long *busy_out,
                           long long *concurrency_out, char *err,
@@ -78,8 +92,9 @@ typedef void (*sidekiq_read_cb)(int status, sidekiq_stats_t *stats,
 /* Reads every queue's size and latency and the pool usage in two
  * pipelined round trips. ns may be NULL or empty. Malformed jobs and
  * processes are logged as warnings on log and count as latency 0 / are
- * skipped. Returns 0 and calls cb exactly once later, or a negative redis
- * code without calling it. */
+ * skipped (and counted in stats->unreadable / bad_processes). Returns 0
+ * and calls cb exactly once later, or a negative redis code without
+ * calling it. */
 int sidekiq_read(redis_t *r, const char *ns, log_t *log, sidekiq_read_cb cb,
                  void *data);
 
