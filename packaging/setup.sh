@@ -14,7 +14,8 @@ BUILD=${SCALEKIQ_BUILD_DIR:-$ROOT/build}
 
 BUILD_DEPS=(gcc make cmake pkg-config libuv1-dev libhiredis-dev libcjson-dev
             libcurl4-openssl-dev libssl-dev)
-TEST_DEPS=(libcriterion-dev redis-server redis-tools ruby-sidekiq python3 valgrind)
+TEST_DEPS=(libcriterion-dev redis-server redis-tools ruby-sidekiq python3 valgrind dpkg-dev
+           faketime clang)
 
 say() { printf '==> %s\n' "$*"; }
 
