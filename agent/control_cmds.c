@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli.h"
 #include "control.h"
@@ -25,9 +24,8 @@ static void print_status(const char *json) {
     printf("%s\n", json);
     return;
   }
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  double now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+  /* Ages are taken on the agent's clock, the one its times are on. */
+  double now = num(o, "now");
   const cJSON *redis = cJSON_GetObjectItem(o, "redis");
   const cJSON *ev = cJSON_GetObjectItem(o, "event");
   printf("agent     %s (pid %.0f, scalekiq %s)%s%s\n", str(o, "identity"), num(o, "pid"),

@@ -35,10 +35,13 @@ static void plan_action(agent_t *a);
 static void close_all(agent_t *a);
 static int still_leading(agent_t *a);
 
-static double wall_now(void) {
+/* Redis's clock as the last poll measured it (see sidekiq.c): every time
+ * written to the shared state or history is on it, so agents whose own
+ * clocks disagree still agree on when things happened. */
+static double shared_now(const agent_t *a) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + a->clock_offset;
 }
 
 /* ---- logging helpers ----------------------------------------------- */
@@ -102,7 +105,7 @@ static void on_history_written(redis_t *r, int status, redisReply **rep, size_t 
  * logged, never retried, and never holds up scaling. */
 static void history_add(agent_t *a, cJSON *entry) {
   if (entry == NULL) return;
-  cJSON_AddNumberToObject(entry, "at", wall_now());
+  cJSON_AddNumberToObject(entry, "at", shared_now(a));
   cJSON_AddStringToObject(entry, "dyno", a->cfg->identity);
   cJSON_AddStringToObject(entry, "agent", leader_id(&a->leader));
   char *text = cJSON_PrintUnformatted(entry);
@@ -150,7 +153,7 @@ static void on_saved(int status, void *data) {
 }
 
 static void finish_action(agent_t *a, enum scaler_result result, const char *error) {
-  double done = wall_now();
+  double done = shared_now(a);
   int ok = scaler_apply(&a->settings, &a->state, &a->decision, result, done) == 0;
   if (!ok && result != SCALER_FAILED) result = SCALER_FAILED;
   log_action(a, result, error);
@@ -339,7 +342,7 @@ static void plan_action(agent_t *a) {
 static void on_state_reply(redisReply **rep, size_t n, void *data) {
   agent_t *a = data;
   char warning[1024];
-  a->loaded_status = n == 2 ? store_load_parse(&a->store, rep[0], wall_now(),
+  a->loaded_status = n == 2 ? store_load_parse(&a->store, rep[0], shared_now(a),
                                                &a->loaded, warning, sizeof(warning))
                             : REDIS_E_PROTOCOL;
   if (n == 2) a->paused = rep[1]->type == REDIS_REPLY_STRING;
@@ -414,6 +417,7 @@ static void on_stats(int status, sidekiq_stats_t *stats, const char *detail,
     return;
   }
   a->now = stats->read_at;
+  a->clock_offset = stats->clock_offset;
   decide(a);
 }
 
@@ -563,6 +567,8 @@ static char *status_json(agent_t *a) {
     cJSON_AddNullToObject(o, "last_action");
   }
   cJSON_AddNumberToObject(o, "polls", (double)a->polls);
+  /* the clock the times above are on (Redis's), for computing ages */
+  cJSON_AddNumberToObject(o, "now", shared_now(a));
   char *out = cJSON_PrintUnformatted(o);
   cJSON_Delete(o);
   return out;

@@ -49,7 +49,8 @@ struct agent {
 
   /* the poll in flight */
   int polling;
-  double now;
+  double now;          /* Redis's clock at this poll's read */
+  double clock_offset; /* Redis's clock minus this host's, as last read */
   sidekiq_stats_t *stats;
   sidekiq_stats_t *last_stats; /* of the last poll that read them */
   scaler_state_t loaded; /* the persisted state as this poll read it */

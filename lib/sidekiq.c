@@ -190,7 +190,7 @@ static void read_step2(redis_t *r, int status, redisReply **rep, size_t n,
     finish(ctx, status, redis_strerror(status));
     return;
   }
-  s->read_at = wall_now();
+  s->read_at = wall_now() + s->clock_offset;
   char err[128], q[256], e[160];
   size_t i = 0;
   for (size_t k = 0; k < s->nqueues; k++, i += 2) {
@@ -266,6 +266,29 @@ static int copy_members(const redisReply *rep, char ***out, size_t *n,
   return 0;
 }
 
+/* "Now" is Redis's clock, not this host's: jobs are stamped by many
+ * hosts, and an agent whose clock is off must neither see latency that is
+ * not there nor write event times that other agents misread. The offset
+ * is taken once per read; time then runs on the local clock. */
+static void clock_from_redis(read_ctx_t *ctx, const redisReply *t) {
+  long long sec = -1, usec = -1;
+  char *end;
+  if (t->type == REDIS_REPLY_ARRAY && t->elements == 2 &&
+      t->element[0]->type == REDIS_REPLY_STRING &&
+      t->element[1]->type == REDIS_REPLY_STRING) {
+    sec = strtoll(t->element[0]->str, &end, 10);
+    if (*end != '\0') sec = -1;
+    usec = strtoll(t->element[1]->str, &end, 10);
+    if (*end != '\0' || usec > 999999) usec = -1;
+  }
+  if (sec < 0 || usec < 0) {
+    log_event(ctx->log, LOG_DEBUG, "redis_time_unreadable",
+              "msg=\"latency measured on this host's clock\"");
+    return;
+  }
+  ctx->stats->clock_offset = (double)sec + (double)usec / 1e6 - wall_now();
+}
+
 static void read_step1(redis_t *r, int status, redisReply **rep, size_t n,
                        void *data) {
   (void)n;
@@ -284,6 +307,7 @@ static void read_step1(redis_t *r, int status, redisReply **rep, size_t n,
     rc = copy_members(rep[1], &ctx->procs, &ctx->nprocs, "processes", detail,
                       sizeof(detail));
   sidekiq_stats_t *s = ctx->stats;
+  clock_from_redis(ctx, rep[2]);
   if (rc == 0 && nnames > 0) {
     s->queues = calloc(nnames, sizeof(*s->queues));
     if (s->queues == NULL) rc = REDIS_E_NOMEM;
@@ -303,7 +327,7 @@ static void read_step1(redis_t *r, int status, redisReply **rep, size_t n,
     return;
   }
   if (s->nqueues == 0 && ctx->nprocs == 0) {
-    s->read_at = wall_now();
+    s->read_at = wall_now() + s->clock_offset;
     finish(ctx, 0, NULL);
     return;
   }
@@ -341,6 +365,7 @@ int sidekiq_read_with(redis_t *r, const char *ns, log_t *log,
   ctx->data = data;
   redis_pipeline_appendf(p, "SMEMBERS %squeues", ctx->prefix);
   redis_pipeline_appendf(p, "SMEMBERS %sprocesses", ctx->prefix);
+  redis_pipeline_appendf(p, "TIME");
   int rc = redis_pipeline_send(r, p, read_step1, ctx);
   if (rc < 0) ctx_free(ctx);
   return rc;

@@ -46,7 +46,9 @@ typedef struct sidekiq_stats {
   double pool_usage;     /* busy / concurrency; 0 without processes */
   size_t unreadable;     /* queues whose oldest job was unreadable */
   size_t bad_processes;  /* heartbeats skipped as malformed */
-  double read_at;        /* wall clock when the replies arrived */
+  double read_at;        /* Redis's clock when the replies arrived */
+  double clock_offset;   /* Redis's clock minus this host's, s (0 when
+                            TIME could not be read) */
 } sidekiq_stats_t;
 
 void sidekiq_stats_free(sidekiq_stats_t *s);

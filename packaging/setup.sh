@@ -36,16 +36,43 @@ install_missing() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# build DIR WERROR TYPE [CMAKE_ARGS...]
 build() {
-  local werror=${1:-OFF} type=${2:-RelWithDebInfo}
-  say "building in $BUILD"
-  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE="$type" -DSCALEKIQ_WERROR="$werror" >/dev/null
-  local log="$BUILD/build.log"
-  if ! cmake --build "$BUILD" -j"$(nproc)" >"$log" 2>&1; then
+  local dir=$1 werror=$2 type=$3
+  shift 3
+  say "building in $dir"
+  cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE="$type" -DSCALEKIQ_WERROR="$werror" "$@" >/dev/null
+  local log="$dir/build.log"
+  if ! cmake --build "$dir" -j"$(nproc)" >"$log" 2>&1; then
     cat "$log" >&2
     echo "scalekiq setup: the build failed (log above, also in $log)" >&2
     exit 1
   fi
+}
+
+# The whole suite again, built with AddressSanitizer and
+# UndefinedBehaviorSanitizer (every finding fatal). Reports from any
+# process, the test or a scalekiq it started, land in one folder: any
+# report there fails the run, even when the test itself passed. The
+# valgrind test is left out (memcheck cannot run a sanitized binary) and so
+# is packaging (it does not depend on how the code was built).
+sanitized_tests() {
+  local dir="$BUILD-sanitize" reports
+  build "$dir" ON Debug -DSCALEKIQ_SANITIZE=address,undefined
+  reports=$(mktemp -d /tmp/scalekiq-sanitizer-XXXXXX)
+  say "running the test suite under AddressSanitizer and UndefinedBehaviorSanitizer"
+  local rc=0
+  (cd "$dir" &&
+    ASAN_OPTIONS="log_path=$reports/asan:detect_leaks=1" \
+    UBSAN_OPTIONS="log_path=$reports/ubsan:print_stacktrace=1:halt_on_error=1" \
+    ctest --output-on-failure -E 'valgrind' -LE packaging) || rc=$?
+  if compgen -G "$reports/*" >/dev/null; then
+    cat "$reports"/* >&2
+    echo "scalekiq setup: the sanitizers reported the findings above" >&2
+    rc=1
+  fi
+  rm -rf "$reports"
+  return $rc
 }
 
 free_port() {
@@ -144,19 +171,21 @@ PY
 case "${1:-}" in
   build)
     install_missing "${BUILD_DEPS[@]}"
-    build OFF
+    build "$BUILD" OFF RelWithDebInfo
     ;;
   demo)
     install_missing "${BUILD_DEPS[@]}" redis-server redis-tools python3 openssl
-    build OFF
+    build "$BUILD" OFF RelWithDebInfo
     demo
     ;;
   test)
     install_missing "${BUILD_DEPS[@]}" "${TEST_DEPS[@]}"
-    build ON Debug
+    build "$BUILD" ON Debug
     say "running the test suite"
-    cd "$BUILD"
-    ctest --output-on-failure
+    (cd "$BUILD" && ctest --output-on-failure)
+    sanitized_tests
+    say "fuzzing every parser from its seed corpus"
+    SCALEKIQ_FUZZ_BUILD_DIR="$BUILD-fuzz" bash "$ROOT/fuzz/run.sh"
     ;;
   *)
     echo "usage: packaging/setup.sh demo|test|build" >&2

@@ -100,6 +100,37 @@ Test(queues, json_agrees_with_the_ages_pushed) {
   free(err);
 }
 
+/* An agent whose clock is 30 s off in either direction still measures
+ * the ages the jobs really have: "now" is Redis's clock. faketime moves
+ * this process's wall clock only (the Redis server keeps the real one). */
+Test(queues, latency_is_measured_on_redis_clock_not_a_skewed_one) {
+  push_ages(NULL);
+  const char *skews[] = {"+30s", "-30s"};
+  for (int i = 0; i < 2; i++) {
+    snprintf(env_url, sizeof(env_url), "SCALEKIQ_REDIS_URL=%s", R.url);
+    const char *env[] = {env_url, NULL};
+    const char *argv[] = {"/usr/bin/faketime", "-f", skews[i], SCALEKIQ_BIN,
+                          "queues", "--json", NULL};
+    char *out, *err;
+    double before = test_now();
+    int rc = test_run(argv, env, 20, &out, &err);
+    double took = test_now() - before;
+    cr_assert_eq(rc, 0, "exit %d, stderr: %s", rc, err);
+    cJSON *arr = cJSON_Parse(out);
+    cr_assert(cJSON_IsArray(arr), "not a JSON array: %s", out);
+    expect(arr, "default", 2, 30.0, 0.05 + took);
+    expect(arr, "critical", 1, 7.5, 0.05 + took);
+    cJSON_Delete(arr);
+    free(out), free(err);
+  }
+  /* and faketime does move the clock: a program that reads it sees the skew */
+  const char *date_argv[] = {"/usr/bin/faketime", "-f", "+30s", "/bin/date", "+%s", NULL};
+  char *out, *err;
+  cr_assert_eq(test_run(date_argv, NULL, 10, &out, &err), 0);
+  cr_assert(fabs(atof(out) - test_now() - 30) < 3, "faketime did not skew: %s", out);
+  free(out), free(err);
+}
+
 Test(queues, namespace_prefix) {
   push_ages("myapp");
   test_push_job(&R, NULL, "unprefixed", "{\"enqueued_at\":1.5}");
