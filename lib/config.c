@@ -370,7 +370,22 @@ static const char *shown_url(char *buf, size_t size, const char *url) {
     return buf;
   }
   const char *at = strrchr(url, '@');
-  if (at == NULL || at < scheme) return quoted(buf, size, url);
+  if (at == NULL || at < scheme) {
+    /* No '@': still hide it unless it reads as host[:port], since a
+     * forgotten "@host" leaves ":password" where a port would be. */
+    const char *host = scheme + 3, *end = host + strcspn(host, "/?#");
+    if (*host == '[') {
+      const char *close = memchr(host, ']', (size_t)(end - host));
+      host = close ? close + 1 : end;
+    }
+    const char *colon = memchr(host, ':', (size_t)(end - host));
+    int port_ok = colon == NULL || colon + 1 < end;
+    for (const char *p = colon ? colon + 1 : end; p < end; p++)
+      if (!isdigit((unsigned char)*p)) port_ok = 0;
+    if (port_ok) return quoted(buf, size, url);
+    snprintf(buf, size, "(value hidden: it may hold a password)");
+    return buf;
+  }
   char masked[QBUF];
   int n = snprintf(masked, sizeof(masked), "%.*s://***%s", (int)(scheme - url), url, at);
   if (n < 0) masked[0] = '\0';

@@ -633,6 +633,14 @@ Test(config, bad_redis_url_never_shows_the_password) {
   load_fails(envp2, NOARGS, 0, "SCALEKIQ_REDIS_URL=(value hidden", NULL);
   cr_assert_eq(load(&cfg, envp2, NOARGS, 0), -1);
   cr_assert_null(strstr(err, "hunter2"), "%s", err);
+  /* "@host" forgotten: the password sits where a port would */
+  char *envp3[] = {"SCALEKIQ_REDIS_URL=redis://:hunter2", NULL};
+  load_fails(envp3, NOARGS, 0, "SCALEKIQ_REDIS_URL=(value hidden", NULL);
+  cr_assert_eq(load(&cfg, envp3, NOARGS, 0), -1);
+  cr_assert_null(strstr(err, "hunter2"), "%s", err);
+  /* a real host and port stay visible */
+  char *envp4[] = {"SCALEKIQ_REDIS_URL=redis://host:99999/0", NULL};
+  load_fails(envp4, NOARGS, 0, "\"redis://host:99999/0\"", NULL);
 }
 
 Test(config, tls_verify) {
