@@ -241,6 +241,11 @@ static void store_initial(agent_t *a, long quantity) {
   if (rc < 0) on_initial_saved(rc, a);
 }
 
+static void send_change(agent_t *a);
+
+/* The formation as it is now: read for the event's initial workers, and
+ * before a change whenever this agent does not know it first hand (a new
+ * leader, or the last change failed). */
 static void on_formation(heroku_t *h, const heroku_result_t *res, void *data) {
   (void)h;
   agent_t *a = data;
@@ -255,7 +260,8 @@ static void on_formation(heroku_t *h, const heroku_result_t *res, void *data) {
     finish_action(a, SCALER_FAILED, res->detail);
     return;
   }
-  store_initial(a, res->quantity);
+  if (a->plan.kind == SCALER_PLAN_NEED_INITIAL) store_initial(a, res->quantity);
+  else send_change(a);
 }
 
 /* The lease is checked again right before anything leaves the agent: a
@@ -283,25 +289,6 @@ static void send_change(agent_t *a) {
   }
   if (heroku_set_quantity(&a->heroku, a->plan.quantity, on_quantity_set, a) != 0)
     finish_action(a, SCALER_FAILED, "cannot start the formation update");
-}
-
-/* The formation as it is now, read before a change whenever this agent
- * does not know it first hand (new leader, or the last change failed). */
-static void on_current(heroku_t *h, const heroku_result_t *res, void *data) {
-  (void)h;
-  agent_t *a = data;
-  if (a->stopping) {
-    poll_end(a);
-    return;
-  }
-  count_api_error(a, res);
-  if (res->status == 0) a->workers = res->quantity;
-  if (!still_leading(a)) return;
-  if (res->status != 0) {
-    finish_action(a, SCALER_FAILED, res->detail);
-    return;
-  }
-  send_change(a);
 }
 
 static void plan_action(agent_t *a) {
@@ -332,7 +319,7 @@ static void plan_action(agent_t *a) {
       send_change(a);
       return;
     }
-    if (heroku_get_formation(&a->heroku, on_current, a) != 0)
+    if (heroku_get_formation(&a->heroku, on_formation, a) != 0)
       finish_action(a, SCALER_FAILED, "cannot start the formation request");
     return;
   }
