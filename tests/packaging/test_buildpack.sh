@@ -11,25 +11,9 @@ src=${1:?usage: test_buildpack.sh SOURCE_DIR VERSION}
 version=${2:?usage: test_buildpack.sh SOURCE_DIR VERSION}
 src=$(cd "$src" && pwd -P)
 
-tmp=$(mktemp -d /tmp/scalekiq-buildpack-test.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-
-failures=0
-ok() { echo "ok: $*"; }
-bad() {
-  echo "FAIL: $*"
-  failures=$((failures + 1))
-}
-# For a failed step that later checks depend on.
-die() {
-  echo "FAIL: $*"
-  exit 1
-}
-show() { sed 's/^/    | /' "$1"; }
-# ok for a group of checks only when none of them failed since mark.
-mark=0
-begin() { mark=$failures; }
-ok_if_clean() { [ "$failures" -eq "$mark" ] && ok "$@" || true; }
+test_name=buildpack
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
 
 # --- the tarball -------------------------------------------------------------
 bash "$src/packaging/buildpack/pack.sh" "$tmp/buildpack.tgz" >"$tmp/pack.out" 2>&1 ||

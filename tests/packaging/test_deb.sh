@@ -11,24 +11,9 @@ src=${1:?usage: test_deb.sh SOURCE_DIR BUILD_DIR VERSION}
 build=${2:?usage: test_deb.sh SOURCE_DIR BUILD_DIR VERSION}
 version=${3:?usage: test_deb.sh SOURCE_DIR BUILD_DIR VERSION}
 
-tmp=$(mktemp -d /tmp/scalekiq-deb-test.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-
-failures=0
-ok() { echo "ok: $*"; }
-bad() {
-  echo "FAIL: $*"
-  failures=$((failures + 1))
-}
-die() {
-  echo "FAIL: $*"
-  exit 1
-}
-show() { sed 's/^/    | /' "$1"; }
-# ok for a group of checks only when none of them failed since mark.
-mark=0
-begin() { mark=$failures; }
-ok_if_clean() { [ "$failures" -eq "$mark" ] && ok "$@" || true; }
+test_name=deb
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
 
 # --- build it ------------------------------------------------------------------
 (cd "$tmp" && cpack -G DEB -B "$tmp/out" --config "$build/CPackConfig.cmake") >"$tmp/cpack.out" 2>&1 ||
