@@ -243,6 +243,23 @@ static void store_initial(agent_t *a, long quantity) {
 
 static void send_change(agent_t *a);
 
+/* The event's initial workers from the formation as it is now. Mid-event
+ * (the stored count was lost or reset as nonsense) the formation already
+ * holds this event's steps: taking it whole would let the event climb
+ * past its maximum and restore to a scaled count, so the steps come off. */
+static long initial_from(agent_t *a, long quantity) {
+  long depth = a->state.depth;
+  if (depth <= 0 || quantity <= 0) return quantity;
+  long steps = depth < (long)a->settings.max_additional ? depth
+                                                        : (long)a->settings.max_additional;
+  long initial = quantity - steps > 1 ? quantity - steps : 1;
+  log_event(a->log, LOG_WARN, "initial_workers_estimated",
+            "formation=%s quantity=%ld depth=%ld initial=%ld msg=\"the stored initial "
+            "count was lost mid-event; the event's steps are taken off the formation\"",
+            a->cfg->formation, quantity, depth, initial);
+  return initial;
+}
+
 /* The formation as it is now: read for the event's initial workers, and
  * before a change whenever this agent does not know it first hand (a new
  * leader, or the last change failed). */
@@ -260,7 +277,7 @@ static void on_formation(heroku_t *h, const heroku_result_t *res, void *data) {
     finish_action(a, SCALER_FAILED, res->detail);
     return;
   }
-  if (a->plan.kind == SCALER_PLAN_NEED_INITIAL) store_initial(a, res->quantity);
+  if (a->plan.kind == SCALER_PLAN_NEED_INITIAL) store_initial(a, initial_from(a, res->quantity));
   else send_change(a);
 }
 
@@ -279,11 +296,16 @@ static int still_leading(agent_t *a) {
  * its PATCH and its state write, or a reply was lost after the API applied
  * the change: the step is then recorded as done instead of sent twice. */
 static void send_change(agent_t *a) {
-  if (a->workers == a->plan.quantity) {
+  /* A step up never takes the formation down: when it is already above
+   * the target (the stored depth was lost, or someone scaled up by hand)
+   * the step counts as done and the depth catches up step by step. */
+  int up = a->decision.action == SCALER_SCALE_UP;
+  if (up ? a->workers >= a->plan.quantity : a->workers == a->plan.quantity) {
     log_event(a->log, LOG_INFO, "change_already_applied",
-              "formation=%s quantity=%ld msg=\"the formation is already at the target; "
-              "recorded, not sent again\"",
-              a->cfg->formation, a->plan.quantity);
+              "formation=%s quantity=%ld target=%ld msg=\"the formation is already %s the "
+              "target; recorded, not sent again\"",
+              a->cfg->formation, a->workers, a->plan.quantity,
+              up ? "at or above" : "at");
     finish_action(a, SCALER_SCALED, NULL);
     return;
   }

@@ -16,13 +16,14 @@ Authorization: Bearer T):
     PATCH /apps/{app}/formation             batch update {"updates": [...]}
     GET   /apps/{app}/formation/{type}      info
     PATCH /apps/{app}/formation/{type}      update {"quantity": N, ...}
-Control (no auth), under /__fake/: requests, reset, fail, stall, ratelimit,
-formation.
+Control (no auth), under /__fake/: requests, reset, fail, stall, stalled,
+ratelimit, formation.
 """
 
 import argparse
 import json
 import re
+import select
 import signal
 import socket
 import sys
@@ -164,6 +165,8 @@ class Fake:
         self.seq = 0
         self.fails = []           # FIFO of {"left": n, ...}
         self.stalls = []
+        self.holding = {}         # id -> request held by a stall rule right now
+        self.hold_seq = 0
         self.state_path = args.state_file
         self.state_fh = None
         if self.state_path:
@@ -228,19 +231,33 @@ class Fake:
 
     def _take(self, queue, method=None):
         """The first rule that applies to method (a rule without "method"
-        applies to every request), used up one request at a time."""
+        applies to every request), used up one request at a time; a rule
+        with a duration applies to every request until it lapses."""
+        now = time.monotonic()
         with self.lock:
+            queue[:] = [r for r in queue if r.get("until") is None or r["until"] > now]
             for i, rule in enumerate(queue):
                 if rule.get("method") not in (None, method):
                     continue
-                rule["left"] -= 1
-                if rule["left"] <= 0:
-                    queue.pop(i)
+                if rule.get("until") is None:
+                    rule["left"] -= 1
+                    if rule["left"] <= 0:
+                        queue.pop(i)
                 return dict(rule)
             return None
 
-    def take_stall(self):
-        return self._take(self.stalls)
+    def take_stall(self, method=None):
+        return self._take(self.stalls, method)
+
+    def hold_begin(self, info):
+        with self.lock:
+            self.hold_seq += 1
+            self.holding[self.hold_seq] = info
+            return self.hold_seq
+
+    def hold_end(self, key):
+        with self.lock:
+            self.holding.pop(key, None)
 
     def take_fail(self, method=None):
         return self._take(self.fails, method)
@@ -409,6 +426,9 @@ class Fake:
             with self.lock:
                 self.fails.append(rule)
             return 200, {"ok": True, "queued": rule}
+        if name == "stalled" and len(segs) == 1 and method == "GET":
+            with self.lock:
+                return 200, [dict(v) for _, v in sorted(self.holding.items())]
         if name == "stall" and len(segs) == 1 and method == "POST":
             rule = self._stall_rule(parse_json_object(raw))
             with self.lock:
@@ -474,6 +494,14 @@ class Fake:
                            "\"status\" must be an integer in 200..599 "
                            "(not 204 or 304).")
         rule["status"] = status
+        if body.get("duration") is not None:
+            d = body["duration"]
+            if (isinstance(d, bool) or not isinstance(d, (int, float))
+                    or not 0 < d <= 3600):
+                raise ApiError(422, "invalid_params",
+                               "\"duration\" must be a number of seconds in (0, 3600].")
+            rule["duration"] = float(d)
+            rule["until"] = time.monotonic() + d
         if body.get("method") is not None:
             if body["method"] not in ("GET", "PATCH"):
                 raise ApiError(422, "invalid_params",
@@ -523,6 +551,21 @@ class Fake:
             raise ApiError(422, "invalid_params",
                            "\"seconds\" must be a number in 0..3600.")
         rule["seconds"] = float(secs)
+        if body.get("method") is not None:
+            if body["method"] not in ("GET", "PATCH"):
+                raise ApiError(422, "invalid_params",
+                               "\"method\" must be \"GET\" or \"PATCH\".")
+            rule["method"] = body["method"]
+        phase = body.get("phase", "before")
+        if phase not in ("before", "reply"):
+            raise ApiError(422, "invalid_params",
+                           "\"phase\" must be \"before\" or \"reply\".")
+        rule["phase"] = phase
+        drop = body.get("drop", False)
+        if not isinstance(drop, bool) or (drop and phase != "before"):
+            raise ApiError(422, "invalid_params",
+                           "\"drop\" must be a boolean, and only with phase \"before\".")
+        rule["drop"] = drop
         return rule
 
 
@@ -735,23 +778,104 @@ class Handler(BaseHTTPRequestHandler):
                    ("RateLimit-Remaining", str(remaining))]
         self._send(status, json.dumps(payload).encode(), headers)
 
+    def _client_gone(self):
+        """Whether the client has closed its end (EOF or a reset)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if not readable:
+                return False
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    def _hold(self, rule, phase, method, t0):
+        """Holds this request for rule["seconds"], listed under /__fake/stalled.
+        A drop or a held reply has no one left to serve once the client hangs
+        up, so those end early then. Returns True when the client is gone."""
+        fake = self.fake
+        watch = rule["drop"] or phase == "reply"
+        key = fake.hold_begin({"method": method, "path": self.path, "phase": phase,
+                               "drop": rule["drop"], "since": round(t0, 6),
+                               "seconds": rule["seconds"],
+                               "user-agent": self.headers.get("user-agent")})
+        try:
+            deadline = time.monotonic() + rule["seconds"]
+            while not fake.stopping.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                if watch and self._client_gone():
+                    return True
+                fake.stopping.wait(min(left, 0.02) if watch else left)
+            return False
+        finally:
+            fake.hold_end(key)
+
+    def _entry(self, t0, method, raw, status, error_id, request_id, headers,
+               stalled, injected, close, applied):
+        """One request-log entry."""
+        parsed, raw_text = None, None
+        if raw and raw.strip():
+            try:
+                parsed = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+            except (ValueError, RecursionError):
+                raw_text = raw[:LOG_RAW_BODY_LIMIT].decode("utf-8", "replace")
+        hdr_subset = {}
+        for k in LOGGED_HEADERS:
+            v = self.headers.get(k)
+            if v is not None:
+                hdr_subset[k] = v
+        entry = {
+            "time": round(t0, 6),
+            "method": method,
+            "path": self.path,
+            "headers": hdr_subset,
+            "body": parsed,
+            "status": status,
+            "error_id": error_id if status >= 400 else None,
+            "request_id": request_id,
+            "rate_limit_remaining": dict((k.lower(), v) for k, v in headers)
+            .get("ratelimit-remaining"),
+            "stalled": stalled,
+            "injected": injected,
+            "closed": close,
+            "applied": applied,
+            "duration": round(time.time() - t0, 6),
+        }
+        if raw_text is not None:
+            entry["raw_body"] = raw_text
+        return entry
+
     def _api(self, method, path, raw, read_error, t0):
         fake = self.fake
         request_id = str(uuid.uuid4())
         stalled = 0.0
-        stall = fake.take_stall()
-        if stall is not None:
+        stall = fake.take_stall(method)
+        phase = stall["phase"] if stall is not None else None
+        if phase == "before":
             stalled = stall["seconds"]
-            fake.stopping.wait(stalled)
+            self._hold(stall, phase, method, t0)
+            if stall["drop"]:
+                # Never handled: what a request lost on its way looks like.
+                self.close_connection = True
+                fake.record(self._entry(t0, method, raw, 0, None, request_id, [],
+                                        stalled, True, "immediate", False))
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
         fail = fake.take_fail(method)
         remaining, exhausted = fake.consume_token()
 
         status, payload, raw_reply, error_id = 200, None, None, None
         extra_headers = {}
+        applied = False
         if fail is None or fail["apply"]:
             try:
                 status, payload = fake.handle_api(method, path, self.headers, raw,
                                                   read_error, exhausted)
+                applied = True
             except ApiError as e:
                 status, error_id = e.status, e.error_id
                 payload = error_payload(e.status, e.error_id, e.message)
@@ -780,36 +904,13 @@ class Handler(BaseHTTPRequestHandler):
 
         # Record before replying: once the client has the reply, the log
         # already holds the entry.
-        parsed, raw_text = None, None
-        if raw and raw.strip():
-            try:
-                parsed = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-            except (ValueError, RecursionError):
-                raw_text = raw[:LOG_RAW_BODY_LIMIT].decode("utf-8", "replace")
-        hdr_subset = {}
-        for k in LOGGED_HEADERS:
-            v = self.headers.get(k)
-            if v is not None:
-                hdr_subset[k] = v
-        entry = {
-            "time": round(t0, 6),
-            "method": method,
-            "path": self.path,
-            "headers": hdr_subset,
-            "body": parsed,
-            "status": status,
-            "error_id": error_id if status >= 400 else None,
-            "request_id": request_id,
-            "rate_limit_remaining": dict((k.lower(), v) for k, v in headers)
-            .get("ratelimit-remaining"),
-            "stalled": stalled,
-            "injected": fail is not None,
-            "closed": close,
-            "duration": round(time.time() - t0, 6),
-        }
-        if raw_text is not None:
-            entry["raw_body"] = raw_text
-        fake.record(entry)
+        if phase == "reply":
+            stalled = stall["seconds"]
+        fake.record(self._entry(t0, method, raw, status, error_id, request_id, headers,
+                                stalled, fail is not None, close, applied))
+        if phase == "reply" and self._hold(stall, phase, method, t0):
+            self.close_connection = True
+            return
         self._send(status, body, headers, close)
 
 

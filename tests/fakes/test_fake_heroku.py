@@ -862,6 +862,129 @@ class SchemaConformanceTest(unittest.TestCase):
         self.assertEqual(slow["r"].status, 200)
 
 
+    # -- stall rules for one method, held replies, dropped requests --------
+
+    def _wait(self, cond, timeout=5):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = cond()
+            if got:
+                return got
+            time.sleep(0.01)
+        self.fail("condition not met within %gs" % timeout)
+
+    def _in_background(self, fn):
+        out = {}
+
+        def run():
+            try:
+                out["r"] = fn()
+            except (OSError, http.client.HTTPException) as e:
+                out["e"] = e
+        t = threading.Thread(target=run)
+        t.start()
+        return t, out
+
+    def test_stall_for_one_method_only(self):
+        r = self.fake.ctl("POST", "stall", {"count": 1, "seconds": 3, "method": "PATCH"})
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.json["queued"]["method"], "PATCH")
+        t, out = self._in_background(
+            lambda: self.fake.api("PATCH", "worker", body={"quantity": 4}, timeout=10))
+        held = self._wait(lambda: self.fake.ctl("GET", "stalled").json)
+        self.assertEqual([(h["method"], h["phase"], h["drop"]) for h in held],
+                         [("PATCH", "before", False)])
+        get = self.fake.api("GET", "worker")            # not held: the rule is PATCH's
+        self.assertEqual((get.status, get.json["quantity"]), (200, 1))
+        self.assertEqual(len(self.fake.ctl("GET", "stalled").json), 1, "the GET was held")
+        t.join(10)
+        self.assertEqual((out["r"].status, out["r"].json["quantity"]), (200, 4))
+        self.assertEqual([(e["method"], e["stalled"], e["applied"])
+                          for e in self.fake.requests_log()],
+                         [("GET", 0.0, True), ("PATCH", 3.0, True)])
+        self.assertEqual(self.fake.ctl("GET", "stalled").json, [])
+
+    def test_reply_phase_applies_then_holds_the_reply(self):
+        self.fake.ctl("POST", "stall", {"seconds": 30, "method": "PATCH", "phase": "reply"})
+        conn = http.client.HTTPConnection("127.0.0.1", self.fake.port, timeout=10)
+        conn.request("PATCH", "/apps/%s/formation/worker" % APP, body=json.dumps({"quantity": 3}),
+                     headers={"Accept": ACCEPT, "Authorization": "Bearer " + TOKEN,
+                              "Content-Type": "application/json", "User-Agent": "held/1"})
+        # applied and logged while the client still waits for its reply
+        log = self._wait(self.fake.requests_log)
+        self.assertEqual([(e["method"], e["status"], e["applied"], e["stalled"]) for e in log],
+                         [("PATCH", 200, True, 30.0)])
+        self.assertEqual(self.fake.ctl("GET", "formation/worker").json["quantity"], 3)
+        held = self.fake.ctl("GET", "stalled").json
+        self.assertEqual([(h["phase"], h["user-agent"]) for h in held], [("reply", "held/1")])
+        # the client hangs up: the hold ends at once, nothing more is logged
+        conn.close()
+        self._wait(lambda: self.fake.ctl("GET", "stalled").json == [])
+        self.assertEqual(len(self.fake.requests_log()), 1)
+        self.assertEqual(self.fake.api("GET", "worker").json["quantity"], 3)
+
+    def test_drop_never_handles_the_request(self):
+        self.fake.ctl("POST", "stall", {"seconds": 0.2, "method": "PATCH", "drop": True})
+        with self.assertRaises((http.client.RemoteDisconnected, ConnectionError)):
+            self.fake.api("PATCH", "worker", body={"quantity": 5})
+        self.assertEqual(self.fake.ctl("GET", "formation/worker").json["quantity"], 1)
+        # a client that hangs up ends the drop before its time
+        self.fake.ctl("POST", "stall", {"seconds": 30, "method": "PATCH", "drop": True})
+        conn = http.client.HTTPConnection("127.0.0.1", self.fake.port, timeout=10)
+        conn.request("PATCH", "/apps/%s/formation/worker" % APP, body=json.dumps({"quantity": 6}),
+                     headers={"Accept": ACCEPT, "Authorization": "Bearer " + TOKEN,
+                              "Content-Type": "application/json"})
+        held = self._wait(lambda: self.fake.ctl("GET", "stalled").json)
+        self.assertEqual([(h["phase"], h["drop"]) for h in held], [("before", True)])
+        conn.close()
+        log = self._wait(lambda: len(self.fake.requests_log()) == 2 and self.fake.requests_log())
+        self.assertEqual([(e["body"], e["status"], e["applied"], e["injected"], e["closed"])
+                          for e in log],
+                         [({"quantity": 5}, 0, False, True, "immediate"),
+                          ({"quantity": 6}, 0, False, True, "immediate")])
+        self.assertEqual(self.fake.ctl("GET", "stalled").json, [])
+        self.assertEqual(self.fake.api("GET", "worker").json["quantity"], 1)
+
+    def test_applied_tells_what_really_happened(self):
+        self.fake.ctl("POST", "fail", {"status": 503, "method": "PATCH"})
+        self.fake.ctl("POST", "fail", {"status": 200, "body": "{}", "apply": True,
+                                       "method": "PATCH"})
+        self.fake.api("PATCH", "worker", body={"quantity": 2})   # injected, not applied
+        self.fake.api("PATCH", "worker", body={"quantity": 3})   # applied, reply garbled
+        self.fake.api("PATCH", "worker", body={"quantity": "x"}) # refused
+        self.fake.api("PATCH", "worker", body={"quantity": 4})   # plain success
+        self.fake.api("GET", "worker")
+        self.assertEqual([(e["status"], e["applied"]) for e in self.fake.requests_log()],
+                         [(503, False), (200, True), (422, False), (200, True), (200, True)])
+        self.assertEqual(self.fake.ctl("GET", "formation/worker").json["quantity"], 4)
+
+    def test_fail_rule_with_a_duration_is_an_outage(self):
+        self.fake.ctl("POST", "fail", {"status": 500, "duration": 0.6, "method": "PATCH"})
+        self.fake.ctl("POST", "fail", {"status": 502, "method": "PATCH"})  # waits behind it
+        statuses = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            r = self.fake.api("PATCH", "worker", body={"quantity": 2})
+            statuses.append(r.status)
+            if r.status != 500:
+                break
+            self.assertEqual(self.fake.api("GET", "worker").status, 200)  # PATCH only
+        self.assertGreater(len(statuses), 2, statuses)       # every PATCH meanwhile
+        self.assertEqual(set(statuses[:-1]), {500})
+        self.assertEqual(statuses[-1], 502)                 # then the next rule
+        self.assertEqual(self.fake.api("PATCH", "worker", body={"quantity": 2}).status, 200)
+        for bad in (0, -1, "x", True, 4000):
+            r = self.fake.ctl("POST", "fail", {"duration": bad})
+            self.assertEqual((r.status, r.json["id"]), (422, "invalid_params"), bad)
+
+    def test_stall_rule_validation(self):
+        for bad in ({"method": "POST"}, {"phase": "after"}, {"drop": "yes"},
+                    {"phase": "reply", "drop": True}):
+            r = self.fake.ctl("POST", "stall", dict(bad, seconds=1))
+            self.assertEqual((r.status, r.json["id"]), (422, "invalid_params"), bad)
+        self.assertEqual(self.fake.ctl("GET", "stalled").json, [])
+
+
 class ProcessTest(unittest.TestCase):
     """Start-up defaults, arguments and signals (one short-lived fake each)."""
 

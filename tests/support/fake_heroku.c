@@ -276,3 +276,9 @@ void fake_heroku_reset(fake_heroku_t *f, int formation) {
   fake_heroku_control(f, "POST", "/__fake/reset",
                       formation ? "{\"formation\": true}" : "{}");
 }
+
+cJSON *fake_heroku_stalled(fake_heroku_t *f) {
+  cJSON *doc = fake_heroku_get(f, "/__fake/stalled");
+  cr_assert(cJSON_IsArray(doc));
+  return doc;
+}

@@ -73,4 +73,8 @@ long fake_heroku_quantity(fake_heroku_t *f, const char *type);
 /* POST /__fake/reset (with {"formation": true} when formation is set). */
 void fake_heroku_reset(fake_heroku_t *f, int formation);
 
+/* GET /__fake/stalled: the requests a stall rule holds right now. Caller
+ * cJSON_Delete()s. */
+cJSON *fake_heroku_stalled(fake_heroku_t *f);
+
 #endif

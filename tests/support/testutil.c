@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -108,7 +109,8 @@ static pid_t spawn_redis(test_redis_t *t) {
             "no", "--enable-debug-command", "yes", (char *)NULL);
     } else {
       execl(REDIS_SERVER_BIN, REDIS_SERVER_BIN, "--port", port, "--bind",
-            "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t->dir,
+            "127.0.0.1", "--save", "", "--appendonly", t->aof ? "yes" : "no",
+            "--appendfsync", "always", "--dir", t->dir,
             "--logfile", log, "--daemonize", "no", "--enable-debug-command",
             "yes", (char *)NULL);
     }
@@ -273,6 +275,7 @@ void test_redis_stop(test_redis_t *t) {
     t->dir[0] = '\0';
   }
   t->tls = false; /* a later test_redis_start is plain again */
+  t->aof = false;
 }
 
 static redisReply *vcmd(test_redis_t *t, const char *fmt, va_list ap) {
@@ -467,4 +470,73 @@ bool test_loop_until(uv_loop_t *loop, const int *counter, int target,
   uv_close((uv_handle_t *)&w, NULL);
   uv_run(loop, UV_RUN_NOWAIT);
   return *counter >= target;
+}
+
+double test_mono(void) { return mono_now(); }
+
+/* ---- stamped output ------------------------------------------------ */
+
+typedef struct stamper {
+  int fd;
+  FILE *out;
+} stamper_t;
+
+static void *stamp_lines(void *arg) {
+  stamper_t *s = arg;
+  char buf[4096], line[8192];
+  size_t len = 0;
+  for (;;) {
+    ssize_t got = read(s->fd, buf, sizeof(buf));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;
+    double t = test_now(); /* after the read: never before the write */
+    for (ssize_t i = 0; i < got; i++) {
+      if (len < sizeof(line) - 1) line[len++] = buf[i];
+      if (buf[i] != '\n') continue;
+      line[len] = '\0';
+      fprintf(s->out, "t=%.6f %s%s", t, line, line[len - 1] == '\n' ? "" : "\n");
+      len = 0;
+    }
+    fflush(s->out);
+  }
+  if (len > 0) {
+    line[len] = '\0';
+    fprintf(s->out, "t=%.6f %s\n", test_now(), line);
+  }
+  fclose(s->out);
+  close(s->fd);
+  free(s);
+  return NULL;
+}
+
+pid_t test_spawn_stamped(const char *const *argv, const char *const *env,
+                         const char *out_path) {
+  int p[2];
+  /* close-on-exec: no other child may hold the write end open, or the
+   * stamper would never see the end of this one's output */
+  cr_assert(pipe(p) == 0, "pipe: %s", strerror(errno));
+  fcntl(p[0], F_SETFD, FD_CLOEXEC);
+  fcntl(p[1], F_SETFD, FD_CLOEXEC);
+  stamper_t *s = malloc(sizeof(*s));
+  cr_assert(s != NULL);
+  s->fd = p[0];
+  s->out = fopen(out_path, "a");
+  cr_assert(s->out != NULL, "%s: %s", out_path, strerror(errno));
+  pid_t pid = fork();
+  cr_assert(pid >= 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int devnull = open("/dev/null", O_RDONLY);
+    dup2(p[1], 1);
+    dup2(p[1], 2);
+    if (devnull >= 0) dup2(devnull, 0);
+    for (size_t i = 0; env && env[i]; i++) putenv((char *)env[i]);
+    execv(argv[0], (char *const *)argv);
+    _exit(127);
+  }
+  close(p[1]);
+  pthread_t th;
+  cr_assert(pthread_create(&th, NULL, stamp_lines, s) == 0);
+  pthread_detach(th);
+  return pid;
 }

@@ -26,6 +26,9 @@ typedef struct test_redis {
   bool tls_auth_clients;
   char tls_cert[128], tls_key[128], tls_ca[128];
   char sock[96];
+  /* Set before test_redis_start: an append-only file synced at every
+   * write, so a SIGKILL and test_redis_restart lose nothing. */
+  bool aof;
 } test_redis_t;
 
 /* Certificates made with the openssl command into a temporary folder. */
@@ -103,5 +106,16 @@ bool test_loop_until(uv_loop_t *loop, const int *counter, int target,
 
 /* Polls cond every few milliseconds until it is true or timeout passes. */
 bool test_wait_for(bool (*cond)(void *), void *arg, double timeout);
+
+/* Like test_spawn, but each line the child writes (stdout and stderr) is
+ * appended to out_path prefixed with "t=SECONDS " (test_now() when the
+ * line was read), so the lines of several processes share one time line
+ * with, say, the fake Platform API's request log. A thread of the test
+ * process stamps them; it ends when the child's output closes. */
+pid_t test_spawn_stamped(const char *const *argv, const char *const *env,
+                         const char *out_path);
+
+/* The monotonic clock, in seconds. */
+double test_mono(void);
 
 #endif
