@@ -1,5 +1,5 @@
 /*
- * fuzz_control: the control socket's request parser (lib/control.c) on
+ * fuzz_control: the control socket's request parser (lib/control_proto.c) on
  * arbitrary bytes, as a client could send them.
  */
 #include "fuzz.h"

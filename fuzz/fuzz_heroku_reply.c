@@ -1,5 +1,5 @@
 /*
- * fuzz_heroku_reply: the Platform API reply classifier (lib/heroku.c):
+ * fuzz_heroku_reply: the Platform API reply classifier (lib/heroku_reply.c):
  * the first 2 input bytes pick an HTTP status in 100..599, the rest is
  * the body.
  */

@@ -1,6 +1,10 @@
 /*
  * config: owns turning the environment and the command-line flags into a
- * validated config_t, and the wording of every configuration error.
+ * validated config_t: the settings table, the flags, numbers and
+ * durations, the policy, queue, lock and agent settings, and the loader
+ * machinery (finding a value, wording an error). The Redis and Heroku
+ * settings are checked in config_redis.c and config_heroku.c, which use
+ * that machinery through config_internal.h.
  *
  * Loading runs in two passes: the flags are collected first (so that a
  * flag wins over its variable whatever the order), then each setting is
@@ -23,41 +27,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-enum setting_id {
-  S_REDIS_URL,
-  S_REDIS_TLS_VERIFY,
-  S_REDIS_TLS_CA_FILE,
-  S_REDIS_TLS_CERT_FILE,
-  S_REDIS_TLS_KEY_FILE,
-  S_SIDEKIQ_NAMESPACE,
-  S_POLL_INTERVAL,
-  S_LATENCY_THRESHOLD,
-  S_LATENCY_RESTORED_THRESHOLD,
-  S_USAGE_THRESHOLD,
-  S_ALERT_INTERVAL,
-  S_MAX_ADDITIONAL_WORKERS,
-  S_QUEUES,
-  S_NAMESPACE,
-  S_FORMATION,
-  S_HEROKU_APP,
-  S_HEROKU_API_URL,
-  S_LOCK_TTL,
-  S_LOCK_TICK,
-  S_SOCKET,
-  S_SOCKET_MODE,
-  S_DRY_RUN,
-  S_LOG_LEVEL,
-  S_REQUEST_TIMEOUT,
-  S_COUNT
-};
+#include "config_internal.h"
 
-struct setting {
-  const char *env;
-  const char *flag;
-  int bare; /* a flag that takes no separate value argument */
-};
-
-static const struct setting settings[S_COUNT] = {
+const struct setting config_settings[S_COUNT] = {
     [S_REDIS_URL] = {"SCALEKIQ_REDIS_URL", "--redis-url", 0},
     [S_REDIS_TLS_VERIFY] = {"SCALEKIQ_REDIS_TLS_VERIFY", "--redis-tls-verify", 0},
     [S_REDIS_TLS_CA_FILE] = {"SCALEKIQ_REDIS_TLS_CA_FILE", "--redis-tls-ca-file", 0},
@@ -76,7 +48,7 @@ static const struct setting settings[S_COUNT] = {
     [S_QUEUES] = {"SCALEKIQ_QUEUES", "--queues", 0},
     [S_NAMESPACE] = {"SCALEKIQ_NAMESPACE", "--namespace", 0},
     [S_FORMATION] = {"SCALEKIQ_FORMATION", "--formation", 0},
-    /* HEROKU_APP_ID is the fallback variable, resolved in load_heroku() */
+    /* HEROKU_APP_ID is the fallback variable, resolved in config_load_heroku() */
     [S_HEROKU_APP] = {"HEROKU_APP_NAME", "--heroku-app", 0},
     [S_HEROKU_API_URL] = {"HEROKU_API_URL", "--heroku-api-url", 0},
     [S_LOCK_TTL] = {"SCALEKIQ_LOCK_TTL", "--lock-ttl", 0},
@@ -88,28 +60,7 @@ static const struct setting settings[S_COUNT] = {
     [S_REQUEST_TIMEOUT] = {"SCALEKIQ_REQUEST_TIMEOUT", "--request-timeout", 0},
 };
 
-/* A resolved value and the name the user knows it by, for messages. */
-struct source {
-  const char *value;
-  const char *name;
-};
-
-struct loader {
-  config_t *cfg;
-  char *const *envp;
-  const char *flags[S_COUNT]; /* value given on the command line, or NULL */
-  char *err;
-  size_t errlen;
-};
-
-/* Long enough for any sane value, short enough that a pasted blob does
- * not bury the rest of the message. */
-#define SHOWN_VALUE_MAX 80
-
-static int fail(struct loader *ld, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int fail(struct loader *ld, const char *fmt, ...) {
+int config_fail(struct loader *ld, const char *fmt, ...) {
   if (ld->err != NULL && ld->errlen > 0) {
     va_list ap;
     va_start(ap, fmt);
@@ -121,7 +72,7 @@ static int fail(struct loader *ld, const char *fmt, ...) {
 
 /* The value between double quotes, escaped so the message stays one
  * printable line whatever the user pasted. */
-static const char *quoted(char *buf, size_t size, const char *value) {
+const char *config_quoted(char *buf, size_t size, const char *value) {
   size_t o = 0, shown = 0;
   buf[o++] = '"';
   for (const char *p = value; *p != '\0'; p++, shown++) {
@@ -145,8 +96,6 @@ static const char *quoted(char *buf, size_t size, const char *value) {
   return buf;
 }
 
-#define QBUF (SHOWN_VALUE_MAX * 4 + 8)
-
 static const char *env_get(char *const *envp, const char *name) {
   if (envp == NULL) return NULL;
   size_t len = strlen(name);
@@ -157,26 +106,27 @@ static const char *env_get(char *const *envp, const char *name) {
 
 /* Empty variables count as unset: platforms and shells make them easily,
  * and "unset" is what people mean by them. */
-static const char *env_nonempty(const struct loader *ld, const char *name) {
+const char *config_env_nonempty(const struct loader *ld, const char *name) {
   const char *v = env_get(ld->envp, name);
   return v != NULL && v[0] != '\0' ? v : NULL;
 }
 
 /* Returns 1 when the setting was given (flag first, then variable). */
-static int lookup(const struct loader *ld, enum setting_id id, struct source *src) {
+int config_lookup(const struct loader *ld, enum setting_id id, struct source *src) {
   if (ld->flags[id] != NULL) {
     src->value = ld->flags[id];
-    src->name = settings[id].flag;
+    src->name = config_settings[id].flag;
     return 1;
   }
-  src->value = env_nonempty(ld, settings[id].env);
-  src->name = settings[id].env;
+  src->value = config_env_nonempty(ld, config_settings[id].env);
+  src->name = config_settings[id].env;
   return src->value != NULL;
 }
 
-static int copy_string(struct loader *ld, char **dst, const char *value) {
+int config_copy_string(struct loader *ld, char **dst, const char *value) {
   *dst = strdup(value);
-  if (*dst == NULL) return fail(ld, "out of memory while loading the configuration");
+  if (*dst == NULL)
+    return config_fail(ld, "out of memory while loading the configuration");
   return 0;
 }
 
@@ -195,33 +145,34 @@ static int parse_flags(struct loader *ld, int argc, char *const *argv, int *cons
     size_t namelen = eq ? (size_t)(eq - arg) : strlen(arg);
     int id = -1;
     for (int s = 0; s < S_COUNT; s++)
-      if (strlen(settings[s].flag) == namelen &&
-          strncmp(settings[s].flag, arg, namelen) == 0)
+      if (strlen(config_settings[s].flag) == namelen &&
+          strncmp(config_settings[s].flag, arg, namelen) == 0)
         id = s;
     /* Only the name is ever echoed: whatever follows '=' may be a secret. */
     if (id < 0 && namelen == strlen("--heroku-api-key") &&
         strncmp(arg, "--heroku-api-key", namelen) == 0)
-      return fail(ld, "--heroku-api-key is not an option: a token on the command "
-                      "line is visible to every user through ps; set "
-                      "HEROKU_API_KEY in the environment instead");
+      return config_fail(ld, "--heroku-api-key is not an option: a token on the command "
+                             "line is visible to every user through ps; set "
+                             "HEROKU_API_KEY in the environment instead");
     if (id < 0) {
       char q[QBUF];
       char name[SHOWN_VALUE_MAX + 1];
       size_t n = namelen < SHOWN_VALUE_MAX ? namelen : SHOWN_VALUE_MAX;
       memcpy(name, arg, n);
       name[n] = '\0';
-      return fail(ld, "unknown option %s: see scalekiq --help for the options",
-                  quoted(q, sizeof(q), name));
+      return config_fail(ld, "unknown option %s: see scalekiq --help for the options",
+                         config_quoted(q, sizeof(q), name));
     }
     if (eq != NULL) {
       ld->flags[id] = eq + 1;
-    } else if (settings[id].bare) {
+    } else if (config_settings[id].bare) {
       ld->flags[id] = "1";
     } else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
       ld->flags[id] = argv[++i];
     } else {
-      return fail(ld, "%s needs a value: write %s VALUE or %s=VALUE", settings[id].flag,
-                  settings[id].flag, settings[id].flag);
+      return config_fail(ld, "%s needs a value: write %s VALUE or %s=VALUE",
+                         config_settings[id].flag, config_settings[id].flag,
+                         config_settings[id].flag);
     }
   }
   if (consumed != NULL) *consumed = i;
@@ -270,17 +221,17 @@ static int check_number(struct loader *ld, const struct source *src,
   double v = 0;
   int parsed = parse_decimal(src->value, &v);
   if (parsed == -1)
-    return fail(ld, "%s=%s is not a number%s%s: %s", src->name,
-                quoted(q, sizeof(q), src->value), r->unit[0] ? " of " : "", r->unit,
-                hint);
+    return config_fail(ld, "%s=%s is not a number%s%s: %s", src->name,
+                       config_quoted(q, sizeof(q), src->value), r->unit[0] ? " of " : "",
+                       r->unit, hint);
   if (parsed != 0 || v < r->min || (r->min_excluded && v == r->min) || v > r->max)
-    return fail(ld, "%s=%s is out of range: %s", src->name,
-                quoted(q, sizeof(q), src->value), hint);
+    return config_fail(ld, "%s=%s is out of range: %s", src->name,
+                       config_quoted(q, sizeof(q), src->value), hint);
   if (r->min_excluded && v < CONFIG_MIN_DURATION && strcmp(r->unit, "seconds") == 0)
-    return fail(
+    return config_fail(
         ld,
         "%s=%s is too short: set it to at least %g seconds (timers count milliseconds)",
-        src->name, quoted(q, sizeof(q), src->value), CONFIG_MIN_DURATION);
+        src->name, config_quoted(q, sizeof(q), src->value), CONFIG_MIN_DURATION);
   *out = v;
   return 0;
 }
@@ -290,7 +241,7 @@ static int check_number(struct loader *ld, const struct source *src,
 static int load_number(struct loader *ld, enum setting_id id, const struct range *r,
                        double *out) {
   struct source src;
-  if (!lookup(ld, id, &src)) return 0;
+  if (!config_lookup(ld, id, &src)) return 0;
   return check_number(ld, &src, r, out) == 0 ? 1 : -1;
 }
 
@@ -298,7 +249,7 @@ static const struct range duration = {0, CONFIG_MAX_DURATION, 1, "seconds", "5"}
 
 static int load_max_workers(struct loader *ld) {
   struct source src;
-  if (!lookup(ld, S_MAX_ADDITIONAL_WORKERS, &src)) return 0;
+  if (!config_lookup(ld, S_MAX_ADDITIONAL_WORKERS, &src)) return 0;
   char q[QBUF];
   const char *s = src.value;
   int digits = s[0] != '\0';
@@ -309,24 +260,26 @@ static int load_max_workers(struct loader *ld) {
   for (const char *p = s + 1; negative && *p; p++)
     if (!isdigit((unsigned char)*p)) negative = 0;
   if (!digits && !negative)
-    return fail(ld,
-                "%s=%s is not a whole number: set it to a whole number from 0 to %d, "
-                "such as 2",
-                src.name, quoted(q, sizeof(q), s), CONFIG_MAX_ADDITIONAL_WORKERS);
+    return config_fail(
+        ld,
+        "%s=%s is not a whole number: set it to a whole number from 0 to %d, "
+        "such as 2",
+        src.name, config_quoted(q, sizeof(q), s), CONFIG_MAX_ADDITIONAL_WORKERS);
   errno = 0;
   long v = strtol(s, NULL, 10);
   if (negative || errno == ERANGE || v > CONFIG_MAX_ADDITIONAL_WORKERS)
-    return fail(ld,
-                "%s=%s is out of range: set it to a whole number from 0 to %d, "
-                "such as 2",
-                src.name, quoted(q, sizeof(q), s), CONFIG_MAX_ADDITIONAL_WORKERS);
+    return config_fail(ld,
+                       "%s=%s is out of range: set it to a whole number from 0 to %d, "
+                       "such as 2",
+                       src.name, config_quoted(q, sizeof(q), s),
+                       CONFIG_MAX_ADDITIONAL_WORKERS);
   ld->cfg->max_additional_workers = (int)v;
   return 0;
 }
 
 /* ---- strings ------------------------------------------------------ */
 
-static int has_space_or_control(const char *s) {
+int config_has_space_or_control(const char *s) {
   for (; *s; s++)
     if ((unsigned char)*s <= ' ' || *s == 0x7f) return 1;
   return 0;
@@ -336,11 +289,11 @@ static int load_bool(struct loader *ld, enum setting_id id, int *out) {
   static const char *const yes[] = {"1", "true", "yes", "on"};
   static const char *const no[] = {"0", "false", "no", "off", ""};
   /* Unlike other settings an empty value is meaningful here ("off"), so
-   * read the variable directly rather than through lookup(). */
-  struct source src = {ld->flags[id], settings[id].flag};
+   * read the variable directly rather than through config_lookup(). */
+  struct source src = {ld->flags[id], config_settings[id].flag};
   if (src.value == NULL) {
-    src.value = env_get(ld->envp, settings[id].env);
-    src.name = settings[id].env;
+    src.value = env_get(ld->envp, config_settings[id].env);
+    src.name = config_settings[id].env;
   }
   if (src.value == NULL) return 0;
   for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
@@ -354,140 +307,10 @@ static int load_bool(struct loader *ld, enum setting_id id, int *out) {
       return 0;
     }
   char q[QBUF];
-  return fail(ld,
-              "%s=%s is not a boolean: set it to 1, true, yes or on to enable, "
-              "0, false, no or off to disable",
-              src.name, quoted(q, sizeof(q), src.value));
-}
-
-/* A Redis URL may carry a password, so it is only shown with anything
- * that could be one masked; a value that is not even URL-shaped might be
- * a password pasted into the wrong variable, and is not shown at all. */
-static const char *shown_url(char *buf, size_t size, const char *url) {
-  const char *scheme = strstr(url, "://");
-  if (scheme == NULL || scheme == url) {
-    snprintf(buf, size, "(value hidden: it may hold a password)");
-    return buf;
-  }
-  const char *at = strrchr(url, '@');
-  if (at == NULL || at < scheme) {
-    /* No '@': still hide it unless it reads as host[:port], since a
-     * forgotten "@host" leaves ":password" where a port would be. */
-    const char *host = scheme + 3, *end = host + strcspn(host, "/?#");
-    if (*host == '[') {
-      const char *close = memchr(host, ']', (size_t)(end - host));
-      host = close ? close + 1 : end;
-    }
-    const char *colon = memchr(host, ':', (size_t)(end - host));
-    int port_ok = colon == NULL || colon + 1 < end;
-    for (const char *p = colon ? colon + 1 : end; p < end; p++)
-      if (!isdigit((unsigned char)*p)) port_ok = 0;
-    if (port_ok) return quoted(buf, size, url);
-    snprintf(buf, size, "(value hidden: it may hold a password)");
-    return buf;
-  }
-  char masked[QBUF];
-  int n = snprintf(masked, sizeof(masked), "%.*s://***%s", (int)(scheme - url), url, at);
-  if (n < 0) masked[0] = '\0';
-  return quoted(buf, size, masked);
-}
-
-static int is_env_name(const char *s) {
-  if (!(isalpha((unsigned char)s[0]) || s[0] == '_')) return 0;
-  for (; *s; s++)
-    if (!(isalnum((unsigned char)*s) || *s == '_')) return 0;
-  return 1;
-}
-
-static int load_redis_url(struct loader *ld) {
-  config_t *cfg = ld->cfg;
-  struct source src;
-  char q[QBUF];
-  if (!lookup(ld, S_REDIS_URL, &src)) {
-    /* Heroku add-ons put their URL in a variable of their own choosing;
-     * REDIS_PROVIDER is the convention (used by Sidekiq) for naming it. */
-    const char *provider = env_nonempty(ld, "REDIS_PROVIDER");
-    if (provider != NULL) {
-      if (!is_env_name(provider))
-        return fail(ld,
-                    "REDIS_PROVIDER=%s is not a variable name: set it to the name "
-                    "of the variable holding the Redis URL, such as REDIS_URL",
-                    quoted(q, sizeof(q), provider));
-      src.value = env_nonempty(ld, provider);
-      src.name = provider;
-      if (src.value == NULL)
-        return fail(ld,
-                    "REDIS_PROVIDER=%s names a variable that is not set: set %s "
-                    "to the Redis URL, or point REDIS_PROVIDER at the variable "
-                    "that holds it",
-                    quoted(q, sizeof(q), provider), provider);
-    } else if ((src.value = env_nonempty(ld, "REDIS_URL")) != NULL) {
-      src.name = "REDIS_URL";
-    } else if ((src.value = env_nonempty(ld, "REDIS_TLS_URL")) != NULL) {
-      src.name = "REDIS_TLS_URL";
-    } else {
-      src.value = CONFIG_DEFAULT_REDIS_URL;
-      src.name = "default";
-    }
-  }
-  char why[256];
-  if (redis_url_parse(src.value, &cfg->redis, why, sizeof(why)) != 0)
-    return fail(ld,
-                "%s=%s is not a valid Redis URL (%s): set it to "
-                "redis://[:password@]host[:port][/db], rediss://... for TLS, "
-                "or unix:///path",
-                src.name, shown_url(q, sizeof(q), src.value), why);
-  if (copy_string(ld, &cfg->redis_url, src.value) != 0) return -1;
-  return copy_string(ld, &cfg->redis_url_source, src.name);
-}
-
-static int load_readable_file(struct loader *ld, enum setting_id id, char **out) {
-  struct source src;
-  if (!lookup(ld, id, &src)) return 0;
-  if (access(src.value, R_OK) != 0) {
-    char q[QBUF];
-    return fail(ld,
-                "%s=%s cannot be read (%s): set it to the path of a readable PEM file",
-                src.name, quoted(q, sizeof(q), src.value), strerror(errno));
-  }
-  return copy_string(ld, out, src.value);
-}
-
-static int load_tls(struct loader *ld) {
-  config_t *cfg = ld->cfg;
-  struct source src;
-  char q[QBUF];
-  cfg->redis_tls_verify = CONFIG_TLS_VERIFY_PEER;
-  if (lookup(ld, S_REDIS_TLS_VERIFY, &src)) {
-    if (strcmp(src.value, "peer") == 0) {
-      cfg->redis_tls_verify = CONFIG_TLS_VERIFY_PEER;
-    } else if (strcmp(src.value, "none") == 0) {
-      cfg->redis_tls_verify = CONFIG_TLS_VERIFY_NONE;
-    } else {
-      return fail(ld,
-                  "%s=%s is not a verification mode: set it to peer (check the "
-                  "server's certificate) or none (Heroku Key-Value Store's "
-                  "self-signed certificates)",
-                  src.name, quoted(q, sizeof(q), src.value));
-    }
-  }
-  if (load_readable_file(ld, S_REDIS_TLS_CA_FILE, &cfg->redis_tls_ca_file) != 0 ||
-      load_readable_file(ld, S_REDIS_TLS_CERT_FILE, &cfg->redis_tls_cert_file) != 0 ||
-      load_readable_file(ld, S_REDIS_TLS_KEY_FILE, &cfg->redis_tls_key_file) != 0)
-    return -1;
-  /* A client certificate is useless without its key and vice versa. */
-  if ((cfg->redis_tls_cert_file == NULL) != (cfg->redis_tls_key_file == NULL)) {
-    enum setting_id given =
-        cfg->redis_tls_cert_file ? S_REDIS_TLS_CERT_FILE : S_REDIS_TLS_KEY_FILE;
-    enum setting_id missing =
-        cfg->redis_tls_cert_file ? S_REDIS_TLS_KEY_FILE : S_REDIS_TLS_CERT_FILE;
-    lookup(ld, given, &src);
-    return fail(ld,
-                "%s=%s is set but %s is not: set both (client certificate and its "
-                "key) or neither",
-                src.name, quoted(q, sizeof(q), src.value), settings[missing].env);
-  }
-  return 0;
+  return config_fail(ld,
+                     "%s=%s is not a boolean: set it to 1, true, yes or on to enable, "
+                     "0, false, no or off to disable",
+                     src.name, config_quoted(q, sizeof(q), src.value));
 }
 
 static int load_namespaces(struct loader *ld) {
@@ -495,47 +318,49 @@ static int load_namespaces(struct loader *ld) {
   struct source src;
   char q[QBUF];
   const char *ns = CONFIG_DEFAULT_NAMESPACE;
-  if (lookup(ld, S_NAMESPACE, &src)) {
-    if (src.value[0] == '\0' || has_space_or_control(src.value))
-      return fail(ld,
-                  "%s=%s is not a usable key prefix: set it to a non-empty prefix "
-                  "without spaces, such as %s",
-                  src.name, quoted(q, sizeof(q), src.value), CONFIG_DEFAULT_NAMESPACE);
+  if (config_lookup(ld, S_NAMESPACE, &src)) {
+    if (src.value[0] == '\0' || config_has_space_or_control(src.value))
+      return config_fail(ld,
+                         "%s=%s is not a usable key prefix: set it to a non-empty prefix "
+                         "without spaces, such as %s",
+                         src.name, config_quoted(q, sizeof(q), src.value),
+                         CONFIG_DEFAULT_NAMESPACE);
     ns = src.value;
   }
-  if (copy_string(ld, &cfg->state_namespace, ns) != 0) return -1;
+  if (config_copy_string(ld, &cfg->state_namespace, ns) != 0) return -1;
 
   const char *sk = "";
-  if (lookup(ld, S_SIDEKIQ_NAMESPACE, &src)) {
-    if (has_space_or_control(src.value))
-      return fail(ld,
-                  "%s=%s contains spaces or control characters: set it to the "
-                  "redis-namespace your Sidekiq uses, such as myapp, or unset it",
-                  src.name, quoted(q, sizeof(q), src.value));
+  if (config_lookup(ld, S_SIDEKIQ_NAMESPACE, &src)) {
+    if (config_has_space_or_control(src.value))
+      return config_fail(ld,
+                         "%s=%s contains spaces or control characters: set it to the "
+                         "redis-namespace your Sidekiq uses, such as myapp, or unset it",
+                         src.name, config_quoted(q, sizeof(q), src.value));
     sk = src.value;
   }
-  return copy_string(ld, &cfg->sidekiq_namespace, sk);
+  return config_copy_string(ld, &cfg->sidekiq_namespace, sk);
 }
 
 /* The formation type goes into a Platform API URL path. */
 static int load_formation(struct loader *ld) {
   struct source src;
   const char *v = CONFIG_DEFAULT_FORMATION;
-  if (lookup(ld, S_FORMATION, &src)) {
+  if (config_lookup(ld, S_FORMATION, &src)) {
     int ok = src.value[0] != '\0' && strlen(src.value) <= 64;
     for (const char *p = src.value; *p && ok; p++)
       ok = islower((unsigned char)*p) || isdigit((unsigned char)*p) || *p == '_' ||
            *p == '-';
     if (!ok) {
       char q[QBUF];
-      return fail(ld,
-                  "%s=%s is not a process type: set it to the Procfile name of the "
-                  "dynos to scale (a-z, 0-9, _ and -), such as worker",
-                  src.name, quoted(q, sizeof(q), src.value));
+      return config_fail(
+          ld,
+          "%s=%s is not a process type: set it to the Procfile name of the "
+          "dynos to scale (a-z, 0-9, _ and -), such as worker",
+          src.name, config_quoted(q, sizeof(q), src.value));
     }
     v = src.value;
   }
-  return copy_string(ld, &ld->cfg->formation, v);
+  return config_copy_string(ld, &ld->cfg->formation, v);
 }
 
 static int add_queue(struct loader *ld, const char *name, size_t len) {
@@ -543,17 +368,19 @@ static int add_queue(struct loader *ld, const char *name, size_t len) {
   for (size_t i = 0; i < cfg->nqueues; i++)
     if (strlen(cfg->queues[i]) == len && memcmp(cfg->queues[i], name, len) == 0) return 0;
   char **grown = realloc(cfg->queues, (cfg->nqueues + 1) * sizeof(*grown));
-  if (grown == NULL) return fail(ld, "out of memory while loading the configuration");
+  if (grown == NULL)
+    return config_fail(ld, "out of memory while loading the configuration");
   cfg->queues = grown;
   char *copy = strndup(name, len);
-  if (copy == NULL) return fail(ld, "out of memory while loading the configuration");
+  if (copy == NULL)
+    return config_fail(ld, "out of memory while loading the configuration");
   cfg->queues[cfg->nqueues++] = copy;
   return 0;
 }
 
 static int load_queues(struct loader *ld) {
   struct source src;
-  if (!lookup(ld, S_QUEUES, &src)) return 0;
+  if (!config_lookup(ld, S_QUEUES, &src)) return 0;
   const char *s = src.value;
   while (*s == ' ' || *s == '\t') s++;
   if (*s == '\0') return 0; /* blank: every queue, like unset */
@@ -565,17 +392,17 @@ static int load_queues(struct loader *ld) {
     while (b < e && (*b == ' ' || *b == '\t')) b++;
     while (e > b && (e[-1] == ' ' || e[-1] == '\t')) e--;
     if (b == e)
-      return fail(ld,
-                  "%s=%s has an empty queue name: list queue names separated by "
-                  "commas, such as default,mailers",
-                  src.name, quoted(q, sizeof(q), src.value));
+      return config_fail(ld,
+                         "%s=%s has an empty queue name: list queue names separated by "
+                         "commas, such as default,mailers",
+                         src.name, config_quoted(q, sizeof(q), src.value));
     for (const char *p = b; p < e; p++)
       if ((unsigned char)*p <= ' ' || *p == 0x7f)
-        return fail(ld,
-                    "%s=%s has a queue name with a space or control character in "
-                    "it: list queue names separated by commas, such as "
-                    "default,mailers",
-                    src.name, quoted(q, sizeof(q), src.value));
+        return config_fail(ld,
+                           "%s=%s has a queue name with a space or control character in "
+                           "it: list queue names separated by commas, such as "
+                           "default,mailers",
+                           src.name, config_quoted(q, sizeof(q), src.value));
     if (add_queue(ld, b, (size_t)(e - b)) != 0) return -1;
     if (comma == NULL) break;
     item = comma + 1;
@@ -583,170 +410,30 @@ static int load_queues(struct loader *ld) {
   return 0;
 }
 
-/* ---- Heroku ------------------------------------------------------- */
-
-static int is_uuid(const char *s) {
-  static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
-  if (strlen(s) != sizeof(shape) - 1) return 0;
-  for (size_t i = 0; shape[i]; i++)
-    if (shape[i] == '-' ? s[i] != '-' : !isxdigit((unsigned char)s[i])) return 0;
-  return 1;
-}
-
-/* Heroku's own rule starts names with a letter; the length cap is looser
- * than Heroku's 30 so that only the URL-path safety is enforced here. */
-static int is_app_name(const char *s) {
-  size_t n = strlen(s);
-  if (n == 0 || n > 100 || !islower((unsigned char)s[0])) return 0;
-  for (; *s; s++)
-    if (!(islower((unsigned char)*s) || isdigit((unsigned char)*s) || *s == '-'))
-      return 0;
-  return 1;
-}
-
-/* The token would otherwise travel in clear text over the network: plain
- * http is only for a fake API on this very machine. */
-static int is_loopback_host(const char *host, size_t len) {
-  static const char *const loopback[] = {"127.0.0.1", "localhost", "[::1]", "::1"};
-  for (size_t i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++)
-    if (strlen(loopback[i]) == len && strncasecmp(host, loopback[i], len) == 0) return 1;
-  return 0;
-}
-
-static int load_api_url(struct loader *ld) {
-  config_t *cfg = ld->cfg;
-  struct source src;
-  if (!lookup(ld, S_HEROKU_API_URL, &src))
-    return copy_string(ld, &cfg->heroku_api_url, CONFIG_DEFAULT_HEROKU_API_URL);
-  char q[QBUF];
-  const char *v = src.value;
-  int https = strncmp(v, "https://", 8) == 0;
-  int http = strncmp(v, "http://", 7) == 0;
-  const char *auth = https ? v + 8 : http ? v + 7 : NULL;
-  size_t authlen = auth ? strcspn(auth, "/?#") : 0;
-  /* '@' would let "http://localhost@elsewhere" pass the loopback check. */
-  if (auth == NULL || authlen == 0 || memchr(auth, '@', authlen) != NULL ||
-      has_space_or_control(v) || strpbrk(auth + authlen, "?#") != NULL)
-    return fail(ld,
-                "%s=%s is not a usable API base URL: set it to https://HOST[:PORT] "
-                "with an optional path, such as %s",
-                src.name, quoted(q, sizeof(q), v), CONFIG_DEFAULT_HEROKU_API_URL);
-  size_t hostlen = authlen;
-  int bracketed = auth[0] == '[';
-  if (bracketed) {
-    const char *close = memchr(auth, ']', authlen);
-    hostlen = close ? (size_t)(close - auth) + 1 : 0;
-  } else {
-    const char *colon = memchr(auth, ':', authlen);
-    if (colon) hostlen = (size_t)(colon - auth);
-  }
-  /* What libcurl would do with anything else is its business, not ours
-   * to find out with the token attached. */
-  int host_ok = hostlen > (size_t)(bracketed ? 2 : 0);
-  for (size_t i = bracketed; host_ok && i < hostlen - (size_t)bracketed; i++) {
-    unsigned char c = (unsigned char)auth[i];
-    host_ok = bracketed ? (isxdigit(c) || c == ':' || c == '.')
-                        : (isalnum(c) || c == '.' || c == '-' || c == '_');
-  }
-  if (!host_ok)
-    return fail(ld,
-                "%s=%s has no host, or a malformed one: set it to https://HOST[:PORT] "
-                "(a name, an IPv4 address or an [IPv6] one), such as %s",
-                src.name, quoted(q, sizeof(q), v), CONFIG_DEFAULT_HEROKU_API_URL);
-  if (hostlen < authlen) {
-    const char *port = auth + hostlen;
-    size_t plen = authlen - hostlen;
-    int ok = port[0] == ':' && plen >= 2 && plen <= 6;
-    for (size_t i = 1; i < plen && ok; i++) ok = isdigit((unsigned char)port[i]);
-    if (ok) ok = atoi(port + 1) >= 1 && atoi(port + 1) <= 65535;
-    if (!ok)
-      return fail(ld,
-                  "%s=%s has a malformed port: set it to https://HOST[:PORT], such "
-                  "as %s",
-                  src.name, quoted(q, sizeof(q), v), CONFIG_DEFAULT_HEROKU_API_URL);
-  }
-  if (http && !is_loopback_host(auth, hostlen))
-    return fail(ld,
-                "%s=%s uses http:// to a host that is not this machine: the API "
-                "token would cross the network unencrypted; use https://, or "
-                "http:// only with 127.0.0.1, [::1] or localhost",
-                src.name, quoted(q, sizeof(q), v));
-  if (copy_string(ld, &cfg->heroku_api_url, v) != 0) return -1;
-  /* Callers append "/apps/..." to it. */
-  size_t n = strlen(cfg->heroku_api_url);
-  while (n > (size_t)(auth - v) + authlen && cfg->heroku_api_url[n - 1] == '/')
-    cfg->heroku_api_url[--n] = '\0';
-  return 0;
-}
-
-static int load_heroku(struct loader *ld, int need_heroku) {
-  config_t *cfg = ld->cfg;
-  struct source src;
-  char q[QBUF];
-  if (!lookup(ld, S_HEROKU_APP, &src)) {
-    src.value = env_nonempty(ld, "HEROKU_APP_ID");
-    src.name = "HEROKU_APP_ID";
-  }
-  if (src.value != NULL) {
-    if (!is_app_name(src.value) && !is_uuid(src.value))
-      return fail(ld,
-                  "%s=%s is not a Heroku app name or id: set it to the app's name "
-                  "(a letter, then a-z, 0-9 and -) or its UUID",
-                  src.name, quoted(q, sizeof(q), src.value));
-    if (copy_string(ld, &cfg->heroku_app, src.value) != 0 ||
-        copy_string(ld, &cfg->heroku_app_source, src.name) != 0)
-      return -1;
-  }
-
-  /* Environment only, and never echoed: see --heroku-api-key in parse_flags(). */
-  const char *token = env_nonempty(ld, "HEROKU_API_KEY");
-  if (token != NULL) {
-    /* It goes into an HTTP header, where a stray newline would be a
-     * header injection and a space a confusing 401. */
-    if (has_space_or_control(token))
-      return fail(ld, "HEROKU_API_KEY contains spaces, a newline or control characters "
-                      "(value not shown): set it to the token alone");
-    if (copy_string(ld, &cfg->heroku_api_key, token) != 0) return -1;
-  }
-
-  if (need_heroku && !cfg->dry_run) {
-    if (cfg->heroku_app == NULL)
-      return fail(ld,
-                  "HEROKU_APP_NAME is not set: set HEROKU_APP_NAME (or HEROKU_APP_ID, "
-                  "or --heroku-app) to the app whose formation to scale, or set "
-                  "SCALEKIQ_DRY_RUN=1");
-    if (cfg->heroku_api_key == NULL)
-      return fail(ld, "HEROKU_API_KEY is not set: set it to a Platform API token allowed "
-                      "to scale the app (heroku authorizations:create), or set "
-                      "SCALEKIQ_DRY_RUN=1");
-  }
-  return load_api_url(ld);
-}
-
 /* ---- this agent --------------------------------------------------- */
 
 static int load_socket(struct loader *ld) {
   struct source src;
   const char *v = CONFIG_DEFAULT_SOCKET;
-  if (lookup(ld, S_SOCKET, &src)) {
+  if (config_lookup(ld, S_SOCKET, &src)) {
     char q[QBUF];
     if (src.value[0] == '\0')
-      return fail(ld, "%s=\"\" is empty: set it to a socket path such as %s", src.name,
-                  CONFIG_DEFAULT_SOCKET);
+      return config_fail(ld, "%s=\"\" is empty: set it to a socket path such as %s",
+                         src.name, CONFIG_DEFAULT_SOCKET);
     size_t max = CONTROL_PATH_MAX - 1; /* the server binds PATH.<pid> first */
     if (strlen(src.value) > max)
-      return fail(ld,
-                  "%s=%s is %zu bytes long: a Unix socket path holds at most %zu, "
-                  "set it to a shorter path such as %s",
-                  src.name, quoted(q, sizeof(q), src.value), strlen(src.value), max,
-                  CONFIG_DEFAULT_SOCKET);
+      return config_fail(ld,
+                         "%s=%s is %zu bytes long: a Unix socket path holds at most %zu, "
+                         "set it to a shorter path such as %s",
+                         src.name, config_quoted(q, sizeof(q), src.value),
+                         strlen(src.value), max, CONFIG_DEFAULT_SOCKET);
     v = src.value;
   }
-  if (copy_string(ld, &ld->cfg->socket_path, v) != 0) return -1;
+  if (config_copy_string(ld, &ld->cfg->socket_path, v) != 0) return -1;
   /* Owner read/write, and optionally the group's (0660 lets a group of
    * operators in); never anyone else. */
   ld->cfg->socket_mode = 0600;
-  if (lookup(ld, S_SOCKET_MODE, &src)) {
+  if (config_lookup(ld, S_SOCKET_MODE, &src)) {
     char q[QBUF], *end;
     /* Octal digits only: strtol would also take blanks and a sign. */
     int digits = src.value[0] != '\0' && strlen(src.value) <= 8;
@@ -754,9 +441,10 @@ static int load_socket(struct loader *ld) {
     errno = 0;
     long mode = digits ? strtol(src.value, &end, 8) : -1;
     if (mode != 0600 && mode != 0660 && mode != 0640)
-      return fail(ld, "%s=%s is not an allowed mode: use 0600 (the default), 0640 or "
-                  "0660 to let the agent's group in", src.name,
-                  quoted(q, sizeof(q), src.value));
+      return config_fail(ld,
+                         "%s=%s is not an allowed mode: use 0600 (the default), 0640 or "
+                         "0660 to let the agent's group in",
+                         src.name, config_quoted(q, sizeof(q), src.value));
     ld->cfg->socket_mode = (int)mode;
   }
   return 0;
@@ -765,23 +453,24 @@ static int load_socket(struct loader *ld) {
 static int load_log_level(struct loader *ld) {
   struct source src;
   ld->cfg->log_level = LOG_INFO;
-  if (!lookup(ld, S_LOG_LEVEL, &src)) return 0;
+  if (!config_lookup(ld, S_LOG_LEVEL, &src)) return 0;
   if (log_level_parse(src.value, &ld->cfg->log_level) != 0) {
     char q[QBUF];
-    return fail(ld, "%s=%s is not a log level: set it to debug, info, warn or error",
-                src.name, quoted(q, sizeof(q), src.value));
+    return config_fail(ld,
+                       "%s=%s is not a log level: set it to debug, info, warn or error",
+                       src.name, config_quoted(q, sizeof(q), src.value));
   }
   return 0;
 }
 
 static int load_identity(struct loader *ld) {
-  const char *dyno = env_nonempty(ld, "DYNO");
-  if (dyno != NULL) return copy_string(ld, &ld->cfg->identity, dyno);
+  const char *dyno = config_env_nonempty(ld, "DYNO");
+  if (dyno != NULL) return config_copy_string(ld, &ld->cfg->identity, dyno);
   char host[256];
   if (gethostname(host, sizeof(host)) != 0 || host[0] == '\0')
     snprintf(host, sizeof(host), "unknown-host");
   host[sizeof(host) - 1] = '\0';
-  return copy_string(ld, &ld->cfg->identity, host);
+  return config_copy_string(ld, &ld->cfg->identity, host);
 }
 
 /* ---- policy and timing -------------------------------------------- */
@@ -814,12 +503,13 @@ static int load_policy(struct loader *ld) {
   if (set && cfg->latency_restored_threshold > cfg->latency_threshold) {
     struct source src;
     char q[QBUF];
-    lookup(ld, S_LATENCY_RESTORED_THRESHOLD, &src);
-    return fail(ld,
-                "%s=%s is above the latency threshold (%g s): set it from 0 to %g, "
-                "the latency at which an event counts as over",
-                src.name, quoted(q, sizeof(q), src.value), cfg->latency_threshold,
-                cfg->latency_threshold);
+    config_lookup(ld, S_LATENCY_RESTORED_THRESHOLD, &src);
+    return config_fail(
+        ld,
+        "%s=%s is above the latency threshold (%g s): set it from 0 to %g, "
+        "the latency at which an event counts as over",
+        src.name, config_quoted(q, sizeof(q), src.value), cfg->latency_threshold,
+        cfg->latency_threshold);
   }
   return 0;
 }
@@ -839,25 +529,28 @@ static int load_timing(struct loader *ld) {
     /* The derived tick would be under a timer's millisecond. */
     struct source src;
     char q[QBUF];
-    lookup(ld, S_LOCK_TTL, &src);
-    return fail(ld,
-                "%s=%s is too short: the lock tick (TTL / 3) would be under %g s; "
-                "set it to at least %g seconds, or set %s too",
-                src.name, quoted(q, sizeof(q), src.value), CONFIG_MIN_DURATION,
-                3 * CONFIG_MIN_DURATION, settings[S_LOCK_TICK].env);
+    config_lookup(ld, S_LOCK_TTL, &src);
+    return config_fail(ld,
+                       "%s=%s is too short: the lock tick (TTL / 3) would be under %g s; "
+                       "set it to at least %g seconds, or set %s too",
+                       src.name, config_quoted(q, sizeof(q), src.value),
+                       CONFIG_MIN_DURATION, 3 * CONFIG_MIN_DURATION,
+                       config_settings[S_LOCK_TICK].env);
   }
   if (cfg->lock_tick >= cfg->lock_ttl) {
     struct source src;
     char q[QBUF];
-    lookup(ld, S_LOCK_TICK, &src);
-    const char *ttl_from = ttl_set ? (ld->flags[S_LOCK_TTL] ? settings[S_LOCK_TTL].flag
-                                                            : settings[S_LOCK_TTL].env)
-                                   : "the default, 3 x poll interval";
-    return fail(ld,
-                "%s=%s is not shorter than the lock TTL (%g s, from %s): the lease "
-                "would lapse between renewals; set it below %g, such as %g",
-                src.name, quoted(q, sizeof(q), src.value), cfg->lock_ttl, ttl_from,
-                cfg->lock_ttl, cfg->lock_ttl / 3);
+    config_lookup(ld, S_LOCK_TICK, &src);
+    const char *ttl_from = ttl_set
+                               ? (ld->flags[S_LOCK_TTL] ? config_settings[S_LOCK_TTL].flag
+                                                        : config_settings[S_LOCK_TTL].env)
+                               : "the default, 3 x poll interval";
+    return config_fail(
+        ld,
+        "%s=%s is not shorter than the lock TTL (%g s, from %s): the lease "
+        "would lapse between renewals; set it below %g, such as %g",
+        src.name, config_quoted(q, sizeof(q), src.value), cfg->lock_ttl, ttl_from,
+        cfg->lock_ttl, cfg->lock_ttl / 3);
   }
   cfg->request_timeout = 5;
   return load_number(ld, S_REQUEST_TIMEOUT, &duration, &cfg->request_timeout) < 0 ? -1
@@ -873,15 +566,16 @@ int config_load(config_t *cfg, char *const *envp, int argc, char *const *argv,
   if (err != NULL && errlen > 0) err[0] = '\0';
   if (consumed != NULL) *consumed = 0;
   if (argc < 0 || (argc > 0 && argv == NULL)) {
-    fail(&ld, "invalid arguments to config_load");
+    config_fail(&ld, "invalid arguments to config_load");
     return -1;
   }
   if (parse_flags(&ld, argc, argv, consumed) != 0 ||
       load_bool(&ld, S_DRY_RUN, &cfg->dry_run) != 0 || load_log_level(&ld) != 0 ||
-      load_redis_url(&ld) != 0 || load_tls(&ld) != 0 || load_namespaces(&ld) != 0 ||
-      load_policy(&ld) != 0 || load_queues(&ld) != 0 || load_timing(&ld) != 0 ||
-      load_formation(&ld) != 0 || load_heroku(&ld, need_heroku) != 0 ||
-      load_socket(&ld) != 0 || load_identity(&ld) != 0) {
+      config_load_redis_url(&ld) != 0 || config_load_tls(&ld) != 0 ||
+      load_namespaces(&ld) != 0 || load_policy(&ld) != 0 || load_queues(&ld) != 0 ||
+      load_timing(&ld) != 0 || load_formation(&ld) != 0 ||
+      config_load_heroku(&ld, need_heroku) != 0 || load_socket(&ld) != 0 ||
+      load_identity(&ld) != 0) {
     config_free(cfg);
     return -1;
   }

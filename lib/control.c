@@ -1,8 +1,9 @@
 /*
  * control: owns the control socket file (creating it with its mode,
  * replacing a dead agent's, refusing to take a live one's, unlinking it on
- * close), the listener and every client connection on it, the request
- * line protocol, and the blocking client the CLI uses.
+ * close), the listener and every client connection on it. The request
+ * line protocol is control_proto.c's; the blocking client the CLI uses is
+ * control_client.c's.
  *
  * It owns no agent state: a parsed request goes to the owner's handler,
  * whose text goes back to the client. Every client is a heap object with
@@ -16,7 +17,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,8 +25,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "control_internal.h"
 
 #define LISTEN_BACKLOG 128
 #define ERR_MAX 512 /* longest error line we send */
@@ -67,132 +68,9 @@ static void client_close(control_client_t *cl);
 static void reply_error(control_client_t *cl, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-const char *control_strerror(int code) {
-  switch (code) {
-  case 0: return "ok";
-  case CONTROL_E_INVALID: return "invalid argument";
-  case CONTROL_E_NOMEM: return "out of memory";
-  case CONTROL_E_IO: return "control socket error";
-  case CONTROL_E_INUSE: return "control socket path in use";
-  case CONTROL_E_TIMEOUT: return "timed out";
-  case CONTROL_E_NOAGENT: return "no agent answers";
-  case CONTROL_E_REQUEST: return "bad request";
-  case CONTROL_E_AGENT: return "the agent replied with an error";
-  case CONTROL_E_GONE: return "the client went away";
-  case CONTROL_E_CLOSED: return "control socket closed";
-  default: return "unknown error";
-  }
-}
-
 static uint64_t to_ms(double s) {
   double ms = s * 1000.0 + 0.5;
   return ms < 1 ? 1 : (uint64_t)ms;
-}
-
-/* ---- protocol ------------------------------------------------------ */
-
-static const struct {
-  const char *name;
-  enum control_command cmd;
-  int json_ok;
-} COMMANDS[] = {
-    {"status", CONTROL_STATUS, 1},   {"metrics", CONTROL_METRICS, 0},
-    {"history", CONTROL_HISTORY, 1}, {"pause", CONTROL_PAUSE, 0},
-    {"resume", CONTROL_RESUME, 0},   {"step-down", CONTROL_STEP_DOWN, 0},
-};
-#define NCOMMANDS (sizeof(COMMANDS) / sizeof(COMMANDS[0]))
-#define VALID_COMMANDS                                                         \
-  "status [--json], metrics, history [--json], pause, resume, step-down"
-
-const char *control_command_name(enum control_command cmd) {
-  for (size_t i = 0; i < NCOMMANDS; i++)
-    if (COMMANDS[i].cmd == cmd) return COMMANDS[i].name;
-  return "unknown";
-}
-
-#define PARSE_FAIL(...)                                                        \
-  do {                                                                         \
-    if (err && errlen) snprintf(err, errlen, __VA_ARGS__);                     \
-    return CONTROL_E_REQUEST;                                                  \
-  } while (0)
-
-/* A word from the request echoed back in an error: the client's own bytes,
- * so shortened and with anything unprintable replaced, since the message
- * goes into a reply line and maybe a log. */
-static void echo_word(char *dst, size_t size, const char *w, size_t n) {
-  size_t max = 32, o = 0;
-  for (size_t i = 0; i < n && i < max && o + 1 < size; i++) {
-    unsigned char ch = (unsigned char)w[i];
-    dst[o++] = (ch >= 0x20 && ch < 0x7f && ch != '"') ? (char)ch : '?';
-  }
-  if (n > max && o + 4 < size) {
-    memcpy(dst + o, "...", 3);
-    o += 3;
-  }
-  dst[o] = '\0';
-}
-
-int control_parse_request(const char *line, size_t len, control_request_t *out,
-                          char *err, size_t errlen) {
-  if (line == NULL) len = 0;
-  if (len > 0 && line[len - 1] == '\n') len--;
-  if (len > CONTROL_LINE_MAX)
-    PARSE_FAIL("request line longer than %d bytes; send one command, e.g. "
-               "\"status\"", CONTROL_LINE_MAX);
-  if (len > 0 && line[len - 1] == '\r') len--;
-  for (size_t i = 0; i < len; i++) {
-    unsigned char ch = (unsigned char)line[i];
-    if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
-      PARSE_FAIL("request has a control character (0x%02x) at byte %zu; send "
-                 "one line of text, e.g. \"status\"",
-                 ch, i);
-  }
-
-  /* Words separated by blanks; three are enough to tell every error. */
-  const char *w[3];
-  size_t wl[3], nw = 0;
-  for (size_t i = 0; i < len;) {
-    while (i < len && (line[i] == ' ' || line[i] == '\t')) i++;
-    if (i == len) break;
-    size_t start = i;
-    while (i < len && line[i] != ' ' && line[i] != '\t') i++;
-    if (nw < 3) {
-      w[nw] = line + start;
-      wl[nw] = i - start;
-    }
-    nw++;
-  }
-  if (nw == 0) PARSE_FAIL("empty request; valid commands: " VALID_COMMANDS);
-
-  char echo[40];
-  size_t k;
-  for (k = 0; k < NCOMMANDS; k++)
-    if (strlen(COMMANDS[k].name) == wl[0] &&
-        memcmp(COMMANDS[k].name, w[0], wl[0]) == 0)
-      break;
-  if (k == NCOMMANDS) {
-    echo_word(echo, sizeof(echo), w[0], wl[0]);
-    PARSE_FAIL("unknown command \"%s\"; valid commands: " VALID_COMMANDS, echo);
-  }
-
-  control_request_t r;
-  memset(&r, 0, sizeof(r));
-  r.command = COMMANDS[k].cmd;
-  if (nw > 1) {
-    int is_json = wl[1] == 6 && memcmp(w[1], "--json", 6) == 0;
-    if (!COMMANDS[k].json_ok) {
-      echo_word(echo, sizeof(echo), w[1], wl[1]);
-      PARSE_FAIL("%s takes no arguments (got \"%s\")", COMMANDS[k].name, echo);
-    }
-    if (!is_json || nw > 2) {
-      size_t bad = is_json ? 2 : 1;
-      echo_word(echo, sizeof(echo), w[bad], wl[bad]);
-      PARSE_FAIL("%s accepts only --json (got \"%s\")", COMMANDS[k].name, echo);
-    }
-    r.json = 1;
-  }
-  if (out) *out = r;
-  return 0;
 }
 
 /* ---- clients ------------------------------------------------------- */
@@ -544,7 +422,7 @@ void control_options_default(control_options_t *o) {
   o->max_clients = 64;
 }
 
-static int unix_addr(struct sockaddr_un *sa, const char *path) {
+int control_unix_addr(struct sockaddr_un *sa, const char *path) {
   memset(sa, 0, sizeof(*sa));
   sa->sun_family = AF_UNIX;
   if (strlen(path) >= sizeof(sa->sun_path)) return -1;
@@ -569,7 +447,7 @@ static int check_path(control_t *c, char *err, size_t errlen) {
               c->path);
 
   struct sockaddr_un sa;
-  unix_addr(&sa, c->path);
+  control_unix_addr(&sa, c->path);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0)
     INIT_FAIL(CONTROL_E_IO, "cannot create a socket: %s", strerror(errno));
@@ -620,7 +498,7 @@ static int make_socket(control_t *c, int *fdp, char *err, size_t errlen) {
   if (n < 0 || (size_t)n >= sizeof(tmp))
     INIT_FAIL(CONTROL_E_INVALID, "control socket path %s is too long", c->path);
   struct sockaddr_un sa;
-  unix_addr(&sa, tmp);
+  control_unix_addr(&sa, tmp);
   /* A leftover of an earlier process with our pid. */
   unlink(tmp);
 
@@ -764,174 +642,4 @@ void control_close(control_t *c, control_close_cb cb) {
   if (c->listener) uv_close((uv_handle_t *)c->listener, listener_closed);
   while (c->clients) client_close(c->clients);
   finish_close(c);
-}
-
-/* ---- blocking client ----------------------------------------------- */
-
-static double mono_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* Waits for events on fd until deadline; 1 ready, 0 timed out, -1 error. */
-static int wait_fd(int fd, short events, double deadline) {
-  for (;;) {
-    double left = deadline - mono_now();
-    if (left <= 0) return 0;
-    struct pollfd p = {.fd = fd, .events = events};
-    /* Capped per call: a huge timeout must not overflow an int. */
-    int ms = left > 60 ? 60000 : (int)(left * 1000.0) + 1;
-    int n = poll(&p, 1, ms);
-    if (n > 0) return 1;
-    if (n < 0 && errno != EINTR) return -1;
-  }
-}
-
-#define REQ_FAIL(code, ...)                                                    \
-  do {                                                                         \
-    if (err && errlen) snprintf(err, errlen, __VA_ARGS__);                     \
-    rc = (code);                                                               \
-    goto out;                                                                  \
-  } while (0)
-
-#define NOAGENT_HINT "(is `scalekiq run` running on this dyno?)"
-
-int control_request(const char *path, const char *line, double timeout,
-                    char **reply, char *err, size_t errlen) {
-  int rc = 0, fd = -1;
-  char *buf = NULL;
-  char *req = NULL;
-  if (reply) *reply = NULL;
-  if (err && errlen) err[0] = '\0';
-  struct sockaddr_un sa;
-  if (reply == NULL || line == NULL || !(timeout > 0))
-    REQ_FAIL(CONTROL_E_INVALID, "control_request: bad arguments");
-  if (path == NULL || path[0] == '\0') path = CONTROL_DEFAULT_PATH;
-  if (unix_addr(&sa, path) != 0)
-    REQ_FAIL(CONTROL_E_INVALID, "control socket path %s is too long", path);
-  size_t llen = strlen(line);
-  if (llen > 0 && line[llen - 1] == '\n') llen--;
-  if (memchr(line, '\n', llen) || llen > CONTROL_LINE_MAX)
-    REQ_FAIL(CONTROL_E_INVALID, "a control request is one line of at most %d bytes",
-             CONTROL_LINE_MAX);
-  req = malloc(llen + 1);
-  if (req == NULL) REQ_FAIL(CONTROL_E_NOMEM, "out of memory");
-  memcpy(req, line, llen);
-  req[llen] = '\n';
-  double deadline = mono_now() + timeout;
-
-  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) REQ_FAIL(CONTROL_E_IO, "cannot create a socket: %s", strerror(errno));
-  for (;;) {
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) break;
-    int e = errno;
-    if (e == EINTR) continue;
-    if (e == EAGAIN) {
-      /* The agent's backlog is full: a burst of clients; retry briefly. */
-      if (mono_now() >= deadline)
-        REQ_FAIL(CONTROL_E_TIMEOUT,
-                 "the scalekiq agent on %s accepted no connection within %g s",
-                 path, timeout);
-      poll(NULL, 0, 10);
-      continue;
-    }
-    if (e == EINPROGRESS) {
-      int w = wait_fd(fd, POLLOUT, deadline);
-      socklen_t sl = sizeof(e);
-      if (w == 0)
-        REQ_FAIL(CONTROL_E_TIMEOUT, "connecting to %s timed out after %g s", path,
-                 timeout);
-      if (w < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &sl) != 0) e = errno;
-      if (e == 0) break;
-    }
-    if (e == ENOENT)
-      REQ_FAIL(CONTROL_E_NOAGENT,
-               "no scalekiq agent answers on %s: no such socket " NOAGENT_HINT, path);
-    if (e == ECONNREFUSED || e == ENOTSOCK)
-      REQ_FAIL(CONTROL_E_NOAGENT, "no scalekiq agent answers on %s: %s " NOAGENT_HINT,
-               path, e == ECONNREFUSED ? "connection refused" : "not a socket");
-    if (e == EACCES || e == EPERM)
-      REQ_FAIL(CONTROL_E_IO,
-               "cannot connect to the scalekiq agent on %s: permission denied "
-               "(run this as the agent's user or root)",
-               path);
-    REQ_FAIL(CONTROL_E_IO, "cannot connect to %s: %s", path, strerror(e));
-  }
-
-  /* MSG_NOSIGNAL: an agent closing early must not kill the CLI. */
-  size_t sent = 0;
-  while (sent < llen + 1) {
-    ssize_t n = send(fd, req + sent, llen + 1 - sent, MSG_NOSIGNAL);
-    if (n > 0) {
-      sent += (size_t)n;
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EAGAIN) {
-      int w = wait_fd(fd, POLLOUT, deadline);
-      if (w == 0)
-        REQ_FAIL(CONTROL_E_TIMEOUT, "the scalekiq agent on %s took no request within %g s",
-                 path, timeout);
-      if (w < 0) REQ_FAIL(CONTROL_E_IO, "poll: %s", strerror(errno));
-      continue;
-    }
-    /* EPIPE/ECONNRESET: the agent has already closed, perhaps after
-     * saying why (too many connections): read what it said. */
-    break;
-  }
-
-  size_t len = 0, cap = 4096;
-  buf = malloc(cap);
-  if (buf == NULL) REQ_FAIL(CONTROL_E_NOMEM, "out of memory");
-  for (;;) {
-    if (len + 1 >= cap) {
-      if (cap >= CONTROL_REPLY_MAX)
-        REQ_FAIL(CONTROL_E_IO, "the reply from %s is larger than %u bytes", path,
-                 CONTROL_REPLY_MAX);
-      char *nb = realloc(buf, cap * 2);
-      if (nb == NULL) REQ_FAIL(CONTROL_E_NOMEM, "out of memory");
-      buf = nb;
-      cap *= 2;
-    }
-    ssize_t n = recv(fd, buf + len, cap - 1 - len, 0);
-    if (n > 0) {
-      len += (size_t)n;
-      continue;
-    }
-    if (n == 0) break;
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN) {
-      int w = wait_fd(fd, POLLIN, deadline);
-      if (w == 0)
-        REQ_FAIL(CONTROL_E_TIMEOUT, "no reply from the scalekiq agent on %s within %g s",
-                 path, timeout);
-      if (w < 0) REQ_FAIL(CONTROL_E_IO, "poll: %s", strerror(errno));
-      continue;
-    }
-    /* The agent closed with bytes of ours unread (we sent more than it
-     * takes): its reply came first and is complete. */
-    if (errno == ECONNRESET && len > 0) break;
-    REQ_FAIL(CONTROL_E_IO, "reading from %s: %s", path, strerror(errno));
-  }
-  buf[len] = '\0';
-  if (len == 0)
-    REQ_FAIL(CONTROL_E_IO, "the scalekiq agent on %s closed the connection without a reply",
-             path);
-  if (buf[len - 1] != '\n')
-    REQ_FAIL(CONTROL_E_IO, "the reply from %s was cut short", path);
-  buf[--len] = '\0';
-  if (strncmp(buf, "error: ", 7) == 0) {
-    char *nl = strchr(buf, '\n');
-    if (nl) *nl = '\0';
-    REQ_FAIL(CONTROL_E_AGENT, "%s", buf + 7);
-  }
-  *reply = buf;
-  buf = NULL;
-
-out:
-  if (fd >= 0) close(fd);
-  free(buf);
-  free(req);
-  return rc;
 }
