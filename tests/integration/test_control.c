@@ -99,20 +99,8 @@ static void on_closed(control_t *c) {
 
 /* ---- waiting ------------------------------------------------------- */
 
-static void noop(uv_timer_t *t) { (void)t; }
-
-/* Turns the loop until cond holds or seconds pass; a short repeating
- * timer makes each turn return so the condition is looked at. */
 static bool pump_until(bool (*cond)(void *), void *arg, double seconds) {
-  uv_timer_t w;
-  uv_timer_init(&loop, &w);
-  uv_timer_start(&w, noop, 2, 2);
-  double end = test_now() + seconds;
-  bool ok;
-  while (!(ok = cond(arg)) && test_now() < end) uv_run(&loop, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&w, NULL);
-  uv_run(&loop, UV_RUN_NOWAIT);
-  return ok;
+  return test_loop_until_cond(&loop, cond, arg, seconds);
 }
 
 static bool never(void *arg) {

@@ -459,17 +459,33 @@ char *test_read_file(const char *path) {
 
 static void wake(uv_timer_t *t) { (void)t; }
 
-bool test_loop_until(uv_loop_t *loop, const int *counter, int target,
-                     double seconds) {
+bool test_loop_until_cond(uv_loop_t *loop, bool (*cond)(void *), void *arg,
+                          double seconds) {
   uv_timer_t w;
   uv_timer_init(loop, &w);
-  uv_timer_start(&w, wake, 20, 20);
-  uv_unref((uv_handle_t *)&w);
+  uv_timer_start(&w, wake, 2, 2);
   uint64_t end = uv_hrtime() + (uint64_t)(seconds * 1e9);
-  while (*counter < target && uv_hrtime() < end) uv_run(loop, UV_RUN_ONCE);
+  bool ok;
+  while (!(ok = cond(arg)) && uv_hrtime() < end) uv_run(loop, UV_RUN_ONCE);
   uv_close((uv_handle_t *)&w, NULL);
   uv_run(loop, UV_RUN_NOWAIT);
-  return *counter >= target;
+  return ok;
+}
+
+typedef struct counter_goal {
+  const int *counter;
+  int target;
+} counter_goal_t;
+
+static bool counter_reached(void *arg) {
+  const counter_goal_t *g = arg;
+  return *g->counter >= g->target;
+}
+
+bool test_loop_until(uv_loop_t *loop, const int *counter, int target,
+                     double seconds) {
+  counter_goal_t g = {counter, target};
+  return test_loop_until_cond(loop, counter_reached, &g, seconds);
 }
 
 double test_mono(void) { return mono_now(); }

@@ -103,6 +103,9 @@ char *test_read_file(const char *path);
  * whether the target was reached. */
 bool test_loop_until(uv_loop_t *loop, const int *counter, int target,
                      double seconds);
+/* The same for any condition: runs loop until cond(arg) or seconds pass. */
+bool test_loop_until_cond(uv_loop_t *loop, bool (*cond)(void *), void *arg,
+                          double seconds);
 
 /* Polls cond every few milliseconds until it is true or timeout passes. */
 bool test_wait_for(bool (*cond)(void *), void *arg, double timeout);
