@@ -581,6 +581,10 @@ static int new_call(heroku_t *h, int patch, long quantity, heroku_cb cb,
     bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(req->body)) !=
            CURLE_OK;
+    /* On a reused connection that dies before any reply, libcurl sends the
+     * request again by itself: a change the API may have applied. A fresh
+     * connection is never retried that way. */
+    bad |= curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L) != CURLE_OK;
   }
   if (bad) {
     curl_easy_cleanup(e);

@@ -450,6 +450,22 @@ Test(heroku, patch_that_may_have_applied_is_not_retried) {
   cr_assert(strstr(log_text(), "event=heroku_retry") == NULL, "%s", log_text());
 }
 
+/* A kept-alive connection that dies after the PATCH applied, before any
+ * reply: libcurl would quietly send it again on a new connection. */
+Test(heroku, patch_on_a_connection_that_dies_is_not_resent_by_libcurl) {
+  client();
+  get_and_wait(5); /* leaves a connection to reuse */
+  cr_assert_eq(last.status, 0, "%s", last.detail);
+  fake_heroku_control(&F, "POST", "/__fake/fail",
+                      "{\"count\": 1, \"status\": 200, \"close\": \"immediate\", "
+                      "\"apply\": true, \"method\": \"PATCH\"}");
+  set_and_wait(2, 5);
+  cr_assert_eq(last.status, HEROKU_E_UNAVAILABLE, "%s", last.detail);
+  cr_assert_eq(fake_heroku_count(&F, "PATCH"), 1, "the change was sent %d times",
+               fake_heroku_count(&F, "PATCH"));
+  cr_assert_eq(fake_heroku_quantity(&F, "worker"), 2);
+}
+
 Test(heroku, patch_that_timed_out_is_not_retried) {
   client_with(TOKEN, FAKE_HEROKU_APP, "worker", 0.3, 3, 0.02, 0.05);
   fake_heroku_control(&F, "POST", "/__fake/stall", "{\"count\": 1, \"seconds\": 2}");
