@@ -203,6 +203,11 @@ static void count_api_error(agent_t *a, const heroku_result_t *res) {
 static void on_quantity_set(heroku_t *h, const heroku_result_t *res, void *data) {
   (void)h;
   agent_t *a = data;
+  if (res->status == HEROKU_E_VETOED) { /* the lease ran out just before */
+    log_event(a->log, LOG_WARN, "action_dropped", "reason=not_leader at=send");
+    poll_end(a);
+    return;
+  }
   count_api_error(a, res);
   /* A failure may still have changed the formation (a lost reply, a
    * timeout after the API applied it): the next try looks first. */
@@ -535,6 +540,14 @@ static void heroku_closed(heroku_t *h) {
   maybe_stopped(a);
 }
 
+/* The lease once more, as a change is about to be written to the network:
+ * the gap between the check and the send is then microseconds, not the
+ * loop turns and the connect in between. */
+static int lease_still_held(void *data) {
+  agent_t *a = data;
+  return leader_is_leader(&a->leader);
+}
+
 int agent_init(uv_loop_t *loop, agent_t *a, const config_t *cfg, log_t *log,
                char *err, size_t errlen) {
   memset(a, 0, sizeof(*a));
@@ -596,6 +609,8 @@ int agent_init(uv_loop_t *loop, agent_t *a, const config_t *cfg, log_t *log,
     ho.formation = cfg->formation;
     ho.timeout = cfg->request_timeout;
     ho.identity = cfg->identity;
+    ho.may_change = lease_still_held;
+    ho.may_change_data = a;
     ho.log = log;
     if (heroku_init(loop, &a->heroku, &ho, err, errlen) != 0) {
       leader_close(&a->leader, NULL);

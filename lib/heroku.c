@@ -59,6 +59,7 @@ struct heroku_req {
   char *buf; /* reply body */
   size_t len, cap;
   int overflow;   /* the body went over HEROKU_MAX_BODY */
+  int vetoed;     /* may_change said no before it was sent */
   CURLcode rc;    /* of the last attempt */
   heroku_result_t res;
   char errbuf[CURL_ERROR_SIZE];
@@ -396,6 +397,18 @@ static void start_attempt(uv_timer_t *t) {
   req->state = REQ_ACTIVE;
 }
 
+/* libcurl's last call before it writes the request. */
+static int before_request(void *data, char *conn_primary_ip, char *conn_local_ip,
+                          int conn_primary_port, int conn_local_port) {
+  (void)conn_primary_ip, (void)conn_local_ip;
+  (void)conn_primary_port, (void)conn_local_port;
+  heroku_req_t *req = data;
+  heroku_t *h = req->h;
+  if (h->may_change == NULL || h->may_change(h->may_change_data)) return CURL_PREREQFUNC_OK;
+  req->vetoed = 1;
+  return CURL_PREREQFUNC_ABORT;
+}
+
 /* Fills res from a transfer that did not complete; returns retryable. */
 static int classify_curl_error(heroku_req_t *req, long code) {
   heroku_t *h = req->h;
@@ -406,6 +419,11 @@ static int classify_curl_error(heroku_req_t *req, long code) {
   const char *why = req->errbuf[0] ? req->errbuf : curl_easy_strerror(req->rc);
   char q[CURL_ERROR_SIZE];
   heroku_snippet(q, sizeof(q), why, strlen(why) > 200 ? 200 : strlen(why));
+  if (req->vetoed) {
+    heroku_fail(r, HEROKU_E_VETOED, "not sent: this agent may no longer change the "
+                                     "formation (it does not hold the lock)");
+    return 0;
+  }
   if (req->overflow) {
     heroku_fail(r, HEROKU_E_BAD_REPLY,
                 "HTTP %ld with a body over the %u-byte limit: is HEROKU_API_URL the "
@@ -585,6 +603,8 @@ static int new_call(heroku_t *h, int patch, long quantity, heroku_cb cb,
      * request again by itself: a change the API may have applied. A fresh
      * connection is never retried that way. */
     bad |= curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, before_request) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PREREQDATA, req) != CURLE_OK;
   }
   if (bad) {
     curl_easy_cleanup(e);
@@ -721,6 +741,8 @@ int heroku_init(uv_loop_t *loop, heroku_t *h, const heroku_options_t *o,
   h->max_attempts = o->max_attempts;
   h->backoff_min = o->backoff_min;
   h->backoff_max = o->backoff_max;
+  h->may_change = o->may_change;
+  h->may_change_data = o->may_change_data;
   h->log = o->log;
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);

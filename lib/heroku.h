@@ -37,6 +37,7 @@ enum {
   HEROKU_E_TIMEOUT = -8,     /* the last attempt timed out */
   HEROKU_E_BAD_REPLY = -9,   /* 2xx that is not a formation, or too large */
   HEROKU_E_CLOSED = -10,     /* heroku_close() was called */
+  HEROKU_E_VETOED = -11,     /* may_change said no: the change was not sent */
 };
 const char *heroku_strerror(int code);
 
@@ -73,6 +74,11 @@ typedef struct heroku_options {
   const char *identity;  /* this agent (dyno name), put in User-Agent so
                             the API's audit trail tells agents apart; may
                             be NULL */
+  /* Asked once a change's connection is up, right before the request is
+   * written: 0 drops it unsent (HEROKU_E_VETOED). The agent checks its
+   * lease here, the latest moment there is. May be NULL. */
+  int (*may_change)(void *data);
+  void *may_change_data;
   log_t *log;            /* may be NULL */
 } heroku_options_t;
 
@@ -89,6 +95,8 @@ struct heroku {
   double timeout;
   int max_attempts;
   double backoff_min, backoff_max;
+  int (*may_change)(void *data);
+  void *may_change_data;
   log_t *log;
   heroku_req_t *reqs;         /* calls not completed yet */
   heroku_sock_t *socks;       /* sockets libcurl asked us to watch */

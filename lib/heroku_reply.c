@@ -30,6 +30,7 @@ const char *heroku_strerror(int code) {
   case HEROKU_E_TIMEOUT: return "Heroku API request timed out";
   case HEROKU_E_BAD_REPLY: return "unexpected reply from the Heroku API";
   case HEROKU_E_CLOSED: return "Heroku client closed";
+  case HEROKU_E_VETOED: return "change not sent: no longer allowed";
   default: return "unknown error";
   }
 }
@@ -46,6 +47,7 @@ const char *heroku_code_name(int status) {
   case HEROKU_E_TIMEOUT: return "timeout";
   case HEROKU_E_BAD_REPLY: return "bad_reply";
   case HEROKU_E_CLOSED: return "closed";
+  case HEROKU_E_VETOED: return "vetoed";
   default: return "ok";
   }
 }

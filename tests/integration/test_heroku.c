@@ -55,10 +55,20 @@ static int drain(double seconds) {
 
 static double now_s(void) { return (double)uv_hrtime() / 1e9; }
 
+/* What may_change answers, and how often it was asked. */
+static int allow_change = 1, change_asked;
+static int may_change(void *data) {
+  cr_assert_eq(data, &allow_change);
+  change_asked++;
+  return allow_change;
+}
+
 static void client_with(const char *token, const char *app, const char *formation,
                         double timeout, int attempts, double bmin, double bmax) {
   heroku_options_t o;
   heroku_options_default(&o);
+  o.may_change = may_change;
+  o.may_change_data = &allow_change;
   o.api_url = fake_heroku_url(&F);
   o.app = app;
   o.token = token;
@@ -464,6 +474,26 @@ Test(heroku, patch_on_a_connection_that_dies_is_not_resent_by_libcurl) {
   cr_assert_eq(fake_heroku_count(&F, "PATCH"), 1, "the change was sent %d times",
                fake_heroku_count(&F, "PATCH"));
   cr_assert_eq(fake_heroku_quantity(&F, "worker"), 2);
+}
+
+/* The lease is asked once more at the last moment: a leader that lost it
+ * between its check and the send sends nothing. Reads are not asked. */
+Test(heroku, a_change_vetoed_at_the_last_moment_is_not_sent) {
+  client();
+  allow_change = 0;
+  get_and_wait(5);
+  cr_assert_eq(last.status, 0, "%s", last.detail);
+  cr_assert_eq(change_asked, 0, "a read asked may_change");
+  set_and_wait(2, 5);
+  cr_assert_eq(last.status, HEROKU_E_VETOED, "%s", last.detail);
+  cr_assert_eq(last.attempts, 1);
+  cr_assert_eq(change_asked, 1);
+  cr_assert_eq(fake_heroku_count(&F, "PATCH"), 0, "the vetoed change reached the API");
+  cr_assert(strstr(last.detail, "does not hold the lock"), "%s", last.detail);
+  allow_change = 1;
+  set_and_wait(3, 5);
+  cr_assert_eq(last.status, 0, "%s", last.detail);
+  cr_assert_eq(fake_heroku_quantity(&F, "worker"), 3);
 }
 
 Test(heroku, patch_that_timed_out_is_not_retried) {
