@@ -438,8 +438,9 @@ static void on_stats(int status, sidekiq_stats_t *stats, const char *detail,
 static void poll_cb(uv_timer_t *t) {
   agent_t *a = t->data;
   if (a->stopping) return;
-  if (a->polling) {
-    log_event(a->log, LOG_WARN, "poll_skipped", "reason=previous_poll_running");
+  if (a->polling) { /* a slow API call: one warning per poll, not per tick */
+    log_event(a->log, a->poll_skips++ ? LOG_DEBUG : LOG_WARN, "poll_skipped",
+              "reason=previous_poll_running");
     return;
   }
   if (!leader_is_leader(&a->leader)) return; /* followers do not poll */
@@ -448,6 +449,7 @@ static void poll_cb(uv_timer_t *t) {
     return;
   }
   a->polling = 1;
+  a->poll_skips = 0;
   a->polls++;
   a->poll_started = uv_hrtime();
   a->poll_writes = a->redis.stats.writes;

@@ -49,6 +49,7 @@ struct agent {
 
   /* the poll in flight */
   int polling;
+  unsigned poll_skips; /* ticks skipped while this poll runs */
   double now;          /* Redis's clock at this poll's read */
   double clock_offset; /* Redis's clock minus this host's, as last read */
   sidekiq_stats_t *stats;
