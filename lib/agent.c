@@ -200,6 +200,13 @@ static void count_api_error(agent_t *a, const heroku_result_t *res) {
   }
 }
 
+/* Failures after which the change may have been, or may yet be, applied:
+ * no reply that says it was refused. */
+static int outcome_unknown(int status) {
+  return status == HEROKU_E_TIMEOUT || status == HEROKU_E_UNAVAILABLE ||
+         status == HEROKU_E_BAD_REPLY;
+}
+
 static void on_quantity_set(heroku_t *h, const heroku_result_t *res, void *data) {
   (void)h;
   agent_t *a = data;
@@ -212,6 +219,16 @@ static void on_quantity_set(heroku_t *h, const heroku_result_t *res, void *data)
   /* A failure may still have changed the formation (a lost reply, a
    * timeout after the API applied it): the next try looks first. */
   a->workers = res->status == 0 ? res->quantity : -1;
+  if (outcome_unknown(res->status)) {
+    /* The API may carry it out late, after the agent gave up on it: any
+     * read or change before then could be overtaken by it. */
+    double wait = 2 * a->cfg->request_timeout;
+    a->settle_until = uv_now(a->loop) + (uint64_t)(wait * 1000);
+    log_event(a->log, LOG_WARN, "change_outcome_unknown",
+              "formation=%s quantity=%ld msg=\"it may still be carried out; the "
+              "formation is read again in %.1f s\"",
+              a->cfg->formation, a->plan.quantity, wait);
+  }
   if (res->status == 0) finish_action(a, SCALER_SCALED, NULL);
   else if (res->status == HEROKU_E_LIMIT) finish_action(a, SCALER_MAXSCALE, res->detail);
   else finish_action(a, SCALER_FAILED, res->detail);
@@ -321,6 +338,12 @@ static void send_change(agent_t *a) {
 static void plan_action(agent_t *a) {
   if (!still_leading(a)) return;
   a->plan = scaler_plan_heroku(&a->settings, &a->state, &a->decision);
+  if (a->plan.kind != SCALER_PLAN_SKIP && !a->cfg->dry_run &&
+      uv_now(a->loop) < a->settle_until) {
+    log_event(a->log, LOG_DEBUG, "action_deferred", "reason=change_outcome_unknown");
+    poll_end(a);
+    return;
+  }
   switch (a->plan.kind) {
   case SCALER_PLAN_SKIP:
     finish_action(a, a->plan.result, NULL);

@@ -63,6 +63,9 @@ struct agent {
 
   agent_action_t last_action;
   long workers; /* the formation's quantity as the API last told it; -1 */
+  uint64_t settle_until; /* uv_now() ms: a change whose outcome is unknown
+                            may still land until then, so nothing reads or
+                            changes the formation before */
   uint64_t actions[SCALER_DRY_RUN + 1]; /* by result */
   struct { long status; uint64_t count; } api_errors[16]; /* by HTTP status, 0: network */
   uint64_t poll_started;                /* uv_hrtime() */

@@ -255,6 +255,29 @@ Test(scale, failed_step_is_retried_at_the_next_poll_and_depth_never_skips) {
   failing_patches_keep_the_step(4, 1);
 }
 
+/* The API holds a change past the agent's timeout and carries it out
+ * later. The event ends meanwhile: the restore must wait until that change
+ * can no longer land, or the late change would leave the formation scaled
+ * after the event (and the next event would take it as its initial count). */
+Test(scale, a_change_applied_after_its_timeout_does_not_outlive_the_event) {
+  fake_heroku_start(&H, TOKEN, "worker=1");
+  /* request timeout 2 s: held 3 s, then applied */
+  fake_heroku_control(&H, "POST", "/__fake/stall",
+                      "{\"count\":1,\"seconds\":3,\"method\":\"PATCH\"}");
+  push_old_job("default", 30);
+  pid_t agent = agent_start(TOKEN, NULL);
+  wait_log("event=change_outcome_unknown", 10);
+  test_redis_cmd_free(&R, "DEL queue:default"); /* the event is over */
+  wait_patches(2, 20);
+  long qty[8];
+  int n = fake_heroku_patches(&H, qty, NULL, 8);
+  cr_assert_eq(n, 2, "PATCHes: %d", n);
+  cr_assert(qty[0] == 2 && qty[1] == 1, "PATCHed %ld, %ld", qty[0], qty[1]);
+  cr_assert(test_wait_for(depth_zero_after_event, NULL, 5));
+  cr_assert_eq(fake_heroku_quantity(&H, "worker"), 1, "the late change outlived the event");
+  cr_assert_eq(test_stop(agent, SIGTERM, 10), 0);
+}
+
 Test(scale, unauthorized_is_logged_plainly_and_the_agent_stays_up) {
   fake_heroku_start(&H, TOKEN, "worker=1");
   push_old_job("default", 30);
